@@ -1,0 +1,44 @@
+"""torchstn: Spatial Transformer Networks (Jaderberg et al., NeurIPS 2015) for PyTorch.
+
+Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids shaped
+``(N, H, W, 2)``, transform parameters map OUTPUT coordinates to INPUT coordinates, and
+``align_corners`` means what it means in :func:`torch.nn.functional.grid_sample`.
+"""
+
+from .grids import FAR, affine_grid, identity_grid, projective_grid
+from .modules import LocalizationNet, SpatialTransformer
+from .sampling import MODES, PADDING_MODES, sample
+from .tps import lattice, tps_grid
+from .transforms import (
+    MatrixTransform,
+    Transform,
+    get_transform,
+    list_transforms,
+    register_transform,
+)
+from .warp import Backend, list_backends, register_backend, warp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAR",
+    "MODES",
+    "PADDING_MODES",
+    "Backend",
+    "LocalizationNet",
+    "MatrixTransform",
+    "SpatialTransformer",
+    "Transform",
+    "affine_grid",
+    "get_transform",
+    "identity_grid",
+    "lattice",
+    "list_backends",
+    "list_transforms",
+    "projective_grid",
+    "register_backend",
+    "register_transform",
+    "sample",
+    "tps_grid",
+    "warp",
+]

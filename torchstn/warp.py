@@ -1,0 +1,175 @@
+"""One call from a transform family's parameters to the warped output, with backends.
+
+``backend="torch"`` is the reference path: the family's grid generator followed by
+:func:`torchstn.sample`. Fused backends register themselves with :func:`register_backend`
+and are chosen by ``backend="auto"`` where they support the call; forcing an unsupported
+backend raises an error that says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_batch, check_choice, check_spatial_size
+from .sampling import check_input, check_sampling_options, sample
+from .transforms import Transform, resolve_transform
+
+__all__ = ["Backend", "WarpCall", "list_backends", "register_backend", "warp"]
+
+
+@dataclass(frozen=True)
+class WarpCall:
+    """A validated warp request, handed to backends."""
+
+    input: torch.Tensor  # (N, C, H, W) or (N, C, D, H, W)
+    params: torch.Tensor  # (N, num_params), same dtype as the grid computation
+    transform: Transform
+    out_size: tuple[int, ...]  # spatial output size
+    mode: str
+    padding_mode: str
+    align_corners: bool
+
+
+class Backend:
+    """A way to compute a warp. Subclasses set ``name`` and implement both methods."""
+
+    name = ""
+
+    def unsupported(self, call: WarpCall) -> str | None:
+        """``None`` if this backend can run ``call``, else the reason it cannot."""
+        raise NotImplementedError
+
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """Reference path: materialise the grid, then ``F.grid_sample``."""
+
+    name = "torch"
+
+    def unsupported(self, call: WarpCall) -> str | None:
+        return None
+
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        x = call.input
+        size = (x.shape[0], x.shape[1], *call.out_size)
+        grid = call.transform.grid(call.params, size, align_corners=call.align_corners)
+        if grid.dtype != x.dtype:
+            # Half-precision inputs are sampled in float32 (the grid is never rounded to
+            # half precision: that would misplace samples by up to a pixel).
+            out = sample(x.to(grid.dtype), grid, mode=call.mode,
+                         padding_mode=call.padding_mode, align_corners=call.align_corners)
+            return out.to(x.dtype)
+        return sample(x, grid, mode=call.mode, padding_mode=call.padding_mode,
+                      align_corners=call.align_corners)
+
+
+# Tried in this order by backend="auto"; the reference path is always last.
+_BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}
+
+
+def register_backend(backend: Backend, *, first: bool = True) -> None:
+    """Add a backend; ``first`` puts it ahead of the others for ``backend="auto"``."""
+    if backend.name in _BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    items = list(_BACKENDS.items())
+    entry = (backend.name, backend)
+    items = [entry, *items] if first else [*items[:-1], entry, items[-1]]
+    _BACKENDS.clear()
+    _BACKENDS.update(items)
+
+
+def list_backends() -> list[str]:
+    """Registered backends, in the order ``backend="auto"`` tries them."""
+    return list(_BACKENDS)
+
+
+def select_backend(name: str, call: WarpCall) -> Backend:
+    check_choice("backend", name, ["auto", *_BACKENDS])
+    if name != "auto":
+        backend = _BACKENDS[name]
+        reason = backend.unsupported(call)
+        if reason is not None:
+            raise ValueError(f"backend {name!r} cannot run this warp: {reason}")
+        return backend
+    for backend in _BACKENDS.values():
+        if backend.unsupported(call) is None:
+            return backend
+    raise AssertionError("the torch backend supports every call")  # pragma: no cover
+
+
+def _nan_where_nonfinite(out: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Make every output value of an image with non-finite parameters NaN.
+
+    Samplers disagree on what a NaN coordinate reads (zeros, a border pixel or NaN,
+    depending on mode and padding), so a diverging localisation network could otherwise
+    produce a plausible-looking image. NaN makes it show up in the loss instead.
+    """
+    finite = torch.isfinite(params).all(dim=1)  # (N,)
+    if out.device.type == "cpu" and bool(finite.all()):
+        return out
+    shape = (-1,) + (1,) * (out.dim() - 1)
+    return torch.where(finite.view(shape), out, torch.full_like(out, float("nan")))
+
+
+def warp(
+    input: torch.Tensor,
+    params: torch.Tensor,
+    transform: str | Transform,
+    *,
+    out_size=None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Warp ``input`` by a batch of transform parameters.
+
+    Convention: the parameters map normalised OUTPUT coordinates to INPUT coordinates
+    (see :mod:`torchstn.grids`); the family's identity parameters return the input
+    unchanged.
+
+    Non-finite parameters: every output value of an image whose parameters contain NaN
+    or inf is NaN (other images of the batch are unaffected); gradients to such
+    parameters are zero.
+
+    Args:
+        input: ``(N, C, H, W)``, or ``(N, C, D, H, W)`` for 3-D families (``affine3d``).
+        params: ``(N, transform.num_params)``. float16 and bfloat16 inputs are warped in
+            float32 and returned in their own dtype.
+        transform: a family name (see :func:`torchstn.list_transforms`) or a
+            :class:`~torchstn.transforms.Transform`.
+        out_size: spatial output size ``(H_out, W_out)`` (``(D_out, H_out, W_out)`` in
+            3-D); default: the input's.
+        mode, padding_mode, align_corners: as in :func:`torchstn.sample`.
+        backend: ``"auto"`` (the fastest registered backend that supports the call),
+            ``"torch"`` (the reference path), or another name from
+            :func:`torchstn.list_backends`.
+
+    Returns:
+        ``(N, C, *out_size)``, dtype of ``input``.
+
+    Example:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+        >>> warp(x, torch.tensor([[1.0, 0.0]]), "translation")  # read one pixel to the right
+        tensor([[[[1., 0.],
+                  [3., 0.]]]])
+    """
+    tf = resolve_transform(transform)
+    input = check_input(input, ranks=(tf.ndim + 2,))
+    params = tf.check_params(params)
+    check_batch("params", params, input.shape[0], "input")
+    if params.device != input.device:
+        raise ValueError(f"params is on {params.device} but input is on {input.device}")
+    check_sampling_options(mode, padding_mode, input.dim())
+    spatial = tuple(input.shape[2:])
+    out_size = spatial if out_size is None else check_spatial_size("out_size", out_size, tf.ndim)
+    work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
+    call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
+                    bool(align_corners))
+    out = select_backend(backend, call)(call)
+    return _nan_where_nonfinite(out, params)
+
