@@ -32,7 +32,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _coords(n: int, align_corners: bool, dtype: torch.dtype, device) -> torch.Tensor:
     """The ``n`` normalised pixel-centre coordinates along one axis."""
     if align_corners:
-        # Same as torch.linspace(-1, 1, n), which gives [-1] for n == 1, as PyTorch does.
+        # A single pixel sits at the centre, 0, under both conventions (as in PyTorch).
+        if n == 1:
+            return torch.zeros(1, dtype=dtype, device=device)
         return torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device)
     return (torch.arange(n, dtype=dtype, device=device) * 2 + 1) / n - 1
 
