@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -33,4 +34,9 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def create(self, name: object, **options) -> T:
-        return self.factory(name)(**options)
+        factory = self.factory(name)
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError as e:
+            raise TypeError(f"{self.kind} {name!r} does not take options {sorted(options)}: {e}") from None
+        return factory(**options)

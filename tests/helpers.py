@@ -1,0 +1,19 @@
+"""Test helpers shared by several test files."""
+
+import torch
+
+
+def smooth_image(n, c, h, w, dtype=torch.float64):
+    """Band-limited test images: sums of a few low-frequency sinusoids, values in [0, 1]."""
+    y = torch.linspace(-1, 1, h, dtype=dtype).view(1, 1, h, 1)
+    x = torch.linspace(-1, 1, w, dtype=dtype).view(1, 1, 1, w)
+    f = torch.rand(n, c, 1, 1, 4, dtype=dtype) * 2 + 0.5
+    img = (torch.sin(f[..., 0] * x + f[..., 1] * 3) * torch.cos(f[..., 2] * y + f[..., 3] * 3))
+    return (img + 1) / 2
+
+
+def smooth_volume(n, c, d, h, w, dtype=torch.float64):
+    """Band-limited 3-D test volumes, values in [0, 1]."""
+    z = torch.linspace(-1, 1, d, dtype=dtype).view(1, 1, d, 1, 1)
+    img = smooth_image(n, c, h, w, dtype).unsqueeze(2)
+    return img * (0.75 + 0.25 * torch.cos(1.5 * z))

@@ -1,0 +1,178 @@
+import math
+
+import pytest
+import torch
+
+import torchstn as ts
+from helpers import smooth_image, smooth_volume
+
+FAMILIES = ts.list_transforms()
+MATRIX_FAMILIES = [n for n in FAMILIES if ts.get_transform(n).is_matrix]
+
+
+def _input_for(tf, n=2, c=2, dtype=torch.float64):
+    shape = (n, c, 5, 6, 7) if tf.ndim == 3 else (n, c, 6, 7)
+    return torch.rand(*shape, dtype=dtype)
+
+
+def _random_params(tf, n=3, scale=0.2, dtype=torch.float64):
+    return tf.identity(dtype=dtype) + scale * torch.randn(n, tf.num_params, dtype=dtype)
+
+
+def test_registry_lists_every_family():
+    assert FAMILIES == ["translation", "attention", "rotation", "similarity", "affine",
+                        "projective", "affine3d", "tps"]
+    assert [ts.get_transform(n).num_params for n in FAMILIES] == [2, 3, 3, 4, 6, 8, 12, 32]
+    assert ts.get_transform("tps", grid_size=3).num_params == 18
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+def test_identity_parameters_return_the_input(name, align_corners, mode):
+    tf = ts.get_transform(name)
+    if mode == "bicubic" and tf.ndim == 3:
+        pytest.skip("bicubic is 2-D only")
+    x = _input_for(tf)
+    params = tf.identity(dtype=x.dtype).expand(x.shape[0], -1)
+    assert params.shape == (2, tf.num_params)
+    out = ts.warp(x, params, name, mode=mode, align_corners=align_corners)
+    torch.testing.assert_close(out, x, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_grid_is_the_grid_of_the_matrix(name):
+    tf = ts.get_transform(name)
+    p = _random_params(tf)
+    m = tf.matrix(p)
+    d = tf.ndim + 1
+    assert m.shape == (3, d, d)
+    size = (3, 1, *([4] * tf.ndim))
+    if name == "projective":
+        expected = ts.projective_grid(m, size)
+    else:
+        torch.testing.assert_close(m[:, -1], torch.eye(d, dtype=m.dtype)[-1].expand(3, d))
+        expected = ts.affine_grid(m[:, :-1], size)
+    torch.testing.assert_close(tf.grid(p, size), expected)
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_from_matrix_inverts_matrix(name):
+    tf = ts.get_transform(name)
+    p = _random_params(tf)
+    torch.testing.assert_close(tf.from_matrix(tf.matrix(p)), p)
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_composition_equals_matrix_product(name):
+    tf = ts.get_transform(name)
+    a, b = _random_params(tf), _random_params(tf)
+    c = tf.compose(a, b)
+    assert c.shape == a.shape
+    product = tf.matrix(a) @ tf.matrix(b)
+    if name == "projective":  # homographies are equal up to scale; the family fixes m22 = 1
+        product = product / product[:, 2:, 2:]
+    torch.testing.assert_close(tf.matrix(c), product)
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_inverse_gives_the_inverse_matrix(name):
+    tf = ts.get_transform(name)
+    p = _random_params(tf)
+    eye = torch.eye(tf.ndim + 1, dtype=p.dtype).expand(3, -1, -1)
+    product = tf.matrix(tf.inverse(p)) @ tf.matrix(p)
+    torch.testing.assert_close(product / product[:, -1:, -1:], eye)
+    torch.testing.assert_close(tf.compose(p, tf.inverse(p)), tf.identity(dtype=p.dtype).expand(3, -1),
+                               atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_warp_composed_equals_warp_twice(name):
+    """warp(warp(x, a), b) == warp(x, compose(a, b)) where no padding is involved."""
+    tf = ts.get_transform(name)
+    if tf.ndim == 3:
+        x = smooth_volume(1, 1, 32, 32, 32)
+    else:
+        x = smooth_image(1, 1, 48, 48)
+    a, b = _random_params(tf, 1, 0.05), _random_params(tf, 1, 0.05)
+    twice = ts.warp(ts.warp(x, a, name, align_corners=True), b, name, align_corners=True)
+    once = ts.warp(x, tf.compose(a, b), name, align_corners=True)
+    c = (slice(None),) * 2 + tuple(slice(s // 4, -(s // 4)) for s in x.shape[2:])
+    # Interpolating twice blurs a little; smooth inputs keep that well below the tolerance.
+    torch.testing.assert_close(twice[c], once[c], atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in MATRIX_FAMILIES if n != "affine3d"])
+def test_warp_then_inverse_warp_returns_the_input(name):
+    tf = ts.get_transform(name)
+    x = smooth_image(2, 3, 64, 64)
+    p = _random_params(tf, 2, 0.1)
+    back = ts.warp(ts.warp(x, p, name), tf.inverse(p), name)
+    c = (slice(None), slice(None), slice(16, 48), slice(16, 48))
+    torch.testing.assert_close(back[c], x[c], atol=5e-3, rtol=0)
+
+
+def test_pinned_matrices():
+    half_pi = torch.tensor([[math.pi / 2, 0.1, 0.2]], dtype=torch.float64)
+    torch.testing.assert_close(
+        ts.get_transform("rotation").matrix(half_pi)[0],
+        torch.tensor([[0.0, -1, 0.1], [1, 0, 0.2], [0, 0, 1]], dtype=torch.float64),
+    )
+    att = torch.tensor([[math.log(0.5), 0.3, -0.4]], dtype=torch.float64)
+    torch.testing.assert_close(
+        ts.get_transform("attention").matrix(att)[0],
+        torch.tensor([[0.5, 0, 0.3], [0, 0.5, -0.4], [0, 0, 1]], dtype=torch.float64),
+    )
+    sim = torch.tensor([[math.pi, math.log(2.0), 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(
+        ts.get_transform("similarity").matrix(sim)[0, :2, :2],
+        torch.tensor([[-2.0, 0], [0, -2.0]], dtype=torch.float64),
+    )
+    proj = torch.arange(1.0, 9.0, dtype=torch.float64)[None]
+    torch.testing.assert_close(ts.get_transform("projective").matrix(proj)[0].flatten(),
+                               torch.tensor([1.0, 2, 3, 4, 5, 6, 7, 8, 1], dtype=torch.float64))
+
+
+def test_translation_moves_content_by_pixels():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 3, 2] = 1.0
+    # tx = 0.5 in normalised units is 2 pixels of an 8-wide image: output(j) reads input(j + 2).
+    out = ts.warp(x, torch.tensor([[0.5, -0.25]]), "translation")
+    assert out[0, 0].nonzero().tolist() == [[4, 0]]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradcheck_input_and_params(name):
+    tf = ts.get_transform(name, grid_size=2) if name == "tps" else ts.get_transform(name)
+    shape = (2, 2, 3, 4, 3) if tf.ndim == 3 else (2, 2, 4, 5)
+    x = torch.rand(*shape, dtype=torch.float64, requires_grad=True)
+    # Random parameters away from the identity keep sample points off integer pixels,
+    # where bilinear interpolation has kinks.
+    p = (tf.identity(dtype=torch.float64) + 0.1 * torch.randn(2, tf.num_params,
+                                                             dtype=torch.float64))
+    p.requires_grad_(True)
+    out_size = (2, 3, 3) if tf.ndim == 3 else (3, 4)
+    assert torch.autograd.gradcheck(
+        lambda x, p: ts.warp(x, p, tf, out_size=out_size, padding_mode="border"), (x, p)
+    )
+
+
+def test_non_matrix_family_and_registry_errors():
+    tps = ts.get_transform("tps")
+    with pytest.raises(NotImplementedError, match="transform 'tps' is not a matrix family: no compose"):
+        tps.compose(tps.identity()[None], tps.identity()[None])
+    with pytest.raises(ValueError, match=r"transform must be one of \['translation', .*\], got 'perspective'"):
+        ts.get_transform("perspective")
+    with pytest.raises(ValueError, match="grid_size must be an int >= 2, got 1"):
+        ts.get_transform("tps", grid_size=1)
+    with pytest.raises(TypeError, match=r"transform 'affine' does not take options \['grid_size'\]"):
+        ts.get_transform("affine", grid_size=3)
+    aff = ts.get_transform("affine")
+    with pytest.raises(ValueError, match=r"params must have shape \(N, 6\) for transform 'affine', got \(2, 2, 3\)"):
+        aff.matrix(torch.zeros(2, 2, 3))
+    with pytest.raises(ValueError, match="first has batch size 2 but second has batch size 3"):
+        aff.compose(torch.zeros(2, 6), torch.zeros(3, 6))
+    with pytest.raises(ValueError, match=r"matrix must have shape \(N, 3, 3\), got \(2, 4, 4\)"):
+        aff.from_matrix(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="options \\['grid_size'\\] given with an already built"):
+        ts.get_transform(tps, grid_size=3)
