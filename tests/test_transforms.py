@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from helpers import smooth_image, smooth_volume
 
 import torchstn as ts
-from helpers import smooth_image, smooth_volume
 
 FAMILIES = ts.list_transforms()
 MATRIX_FAMILIES = [n for n in FAMILIES if ts.get_transform(n).is_matrix]

@@ -16,7 +16,7 @@ from .transforms import (
     list_transforms,
     register_transform,
 )
-from .warp import Backend, list_backends, register_backend, warp
+from .warping import Backend, list_backends, register_backend, warp
 
 __version__ = "0.1.0"
 

@@ -38,5 +38,7 @@ class Registry(Generic[T]):
         try:
             inspect.signature(factory).bind(**options)
         except TypeError as e:
-            raise TypeError(f"{self.kind} {name!r} does not take options {sorted(options)}: {e}") from None
+            raise TypeError(
+                f"{self.kind} {name!r} does not take options {sorted(options)}: {e}"
+            ) from None
         return factory(**options)

@@ -9,8 +9,8 @@ import torch
 
 from .data import load_idx_dataset
 from .transforms import get_transform, list_transforms
-from .warp import warp
 from .viz import draw_grid, pyplot, save_figure
+from .warping import warp
 
 __all__ = ["demo_params", "run_demo"]
 
@@ -45,7 +45,7 @@ def run_demo(out: str | os.PathLike = "demo.png", *, data_dir=None, index: int =
     names = [n for n in list_transforms() if get_transform(n).ndim == 2]
     plt = pyplot()
     fig, axes = plt.subplots(2, len(names) + 1, figsize=(2.0 * (len(names) + 1), 4.3))
-    axes[0, 0].imshow(x[0, 0], cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].imshow(x[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0, 0].set_title(f"input (label {int(labels[index])})", fontsize=9)
     axes[1, 0].axis("off")
     axes[1, 0].text(0.5, 0.5, f"outputs\n{out_size} x {out_size}", ha="center", va="center",
@@ -58,10 +58,10 @@ def run_demo(out: str | os.PathLike = "demo.png", *, data_dir=None, index: int =
         grid = tf.grid(params, size)
         y = warp(x, params, tf, out_size=size[2:])
         outputs[name] = y
-        axes[0, col].imshow(x[0, 0], cmap="gray", vmin=0, vmax=1)
+        axes[0, col].imshow(x[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         draw_grid(axes[0, col], grid[0], x.shape[-2:])
         axes[0, col].set_title(name, fontsize=9)
-        axes[1, col].imshow(y[0, 0], cmap="gray", vmin=0, vmax=1)
+        axes[1, col].imshow(y[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

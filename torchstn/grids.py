@@ -88,8 +88,8 @@ def affine_grid(theta: torch.Tensor, size, *, align_corners: bool = False) -> to
     Example:
         >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])
         >>> affine_grid(theta, (1, 1, 1, 2))[0, 0]
-        tensor([[0.0000, 0.0000],
-                [1.0000, 0.0000]])
+        tensor([[0., 0.],
+                [1., 0.]])
     """
     theta = check_tensor("theta", theta)
     size = check_size("size", size, (4, 5))
@@ -151,6 +151,10 @@ def projective_grid(matrix: torch.Tensor, size, *, align_corners: bool = False) 
 def _projective_grid(matrix: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor:
     dtype = compute_dtype(matrix.dtype)
     m = matrix.to(dtype)
+    # Non-finite matrices are computed as the identity and their points set to NaN at the
+    # end, so they cannot leak NaN into the gradients of the other images.
+    finite = torch.isfinite(m).flatten(1).all(1).view(-1, 1, 1)
+    m = torch.where(finite, m, torch.eye(3, dtype=dtype, device=m.device))
     base = homogeneous_grid(spatial, align_corners=align_corners, dtype=dtype, device=m.device)
     uvw = torch.matmul(base, m.transpose(1, 2))  # (N, P, 3)
     uv, w = uvw[..., :2], uvw[..., 2:]
@@ -160,6 +164,5 @@ def _projective_grid(matrix: torch.Tensor, spatial, align_corners: bool) -> torc
     # nor the gradient of the discarded branch can be inf or NaN.
     safe_w = torch.where(valid, w, torch.ones_like(w))
     xy = torch.where(valid, (uv / safe_w).clamp(-FAR, FAR), torch.full_like(uv, FAR))
-    finite = torch.isfinite(m).flatten(1).all(1).view(-1, 1, 1)
     xy = torch.where(finite, xy, torch.full_like(xy, float("nan")))
     return xy.reshape(m.shape[0], *spatial, 2).to(matrix.dtype)

@@ -8,7 +8,7 @@ from torch import nn
 from ._checks import check_choice, check_spatial_size
 from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
-from .warp import warp
+from .warping import warp
 
 __all__ = ["LocalizationNet", "SpatialTransformer"]
 

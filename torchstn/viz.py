@@ -40,7 +40,7 @@ def draw_grid(ax, grid: torch.Tensor, in_hw, *, align_corners: bool = False, lin
     About ``lines`` rows and columns of the grid are drawn, plus its outline, so the
     picture shows which part of the input the output reads.
     """
-    px = grid_to_pixels(grid.detach().float().cpu(), in_hw, align_corners=align_corners)
+    px = grid_to_pixels(grid.detach().float().cpu(), in_hw, align_corners=align_corners).numpy()
     h, w = px.shape[:2]
     rows = sorted({*range(0, h, max(1, h // lines)), h - 1})
     cols = sorted({*range(0, w, max(1, w // lines)), w - 1})

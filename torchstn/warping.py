@@ -101,14 +101,25 @@ def select_backend(name: str, call: WarpCall) -> Backend:
     raise AssertionError("the torch backend supports every call")  # pragma: no cover
 
 
-def _nan_where_nonfinite(out: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Make every output value of an image with non-finite parameters NaN.
+def _nonfinite_as_identity(params: torch.Tensor, tf: Transform):
+    """Replace the parameters of images with a non-finite entry by the identity.
 
-    Samplers disagree on what a NaN coordinate reads (zeros, a border pixel or NaN,
-    depending on mode and padding), so a diverging localisation network could otherwise
-    produce a plausible-looking image. NaN makes it show up in the loss instead.
+    Returns the cleaned parameters and the per-image mask of finite rows ``(N,)``. The
+    backend then never sees NaN or inf: samplers disagree on what a NaN coordinate reads
+    (zeros, a border pixel or NaN, depending on mode and padding), and NaN coordinates
+    leak NaN into gradients even where the loss does not depend on them.
     """
     finite = torch.isfinite(params).all(dim=1)  # (N,)
+    identity = tf.identity(dtype=params.dtype, device=params.device)
+    return torch.where(finite[:, None], params, identity), finite
+
+
+def _nan_where(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    """Make every output value of an image with non-finite parameters NaN.
+
+    A diverging localisation network then shows up in the loss rather than as a
+    plausible-looking image.
+    """
     if out.device.type == "cpu" and bool(finite.all()):
         return out
     shape = (-1,) + (1,) * (out.dim() - 1)
@@ -168,8 +179,8 @@ def warp(
     spatial = tuple(input.shape[2:])
     out_size = spatial if out_size is None else check_spatial_size("out_size", out_size, tf.ndim)
     work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
-    call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
-                    bool(align_corners))
+    clean, finite = _nonfinite_as_identity(params.to(work_dtype), tf)
+    call = WarpCall(input, clean, tf, out_size, mode, padding_mode, bool(align_corners))
     out = select_backend(backend, call)(call)
-    return _nan_where_nonfinite(out, params)
+    return _nan_where(out, finite)
 
