@@ -137,9 +137,9 @@ def test_grid_errors():
         ts.affine_grid(torch.zeros(2, 2, 3, dtype=torch.long), (2, 1, 4, 4))
     with pytest.raises(TypeError, match="theta must be a torch.Tensor, got list"):
         ts.affine_grid([[1, 0, 0], [0, 1, 0]], (1, 1, 4, 4))
-    with pytest.raises(ValueError, match=r"size must be a sequence of positive ints \(N, C, H, W\) or"):
+    with pytest.raises(ValueError, match=r"size must be a sequence of ints \(N, C, H, W\) or \(N, C, D, H, W\), N >= 0"):
         ts.affine_grid(torch.zeros(2, 2, 3), (2, 4, 4))
-    with pytest.raises(ValueError, match=r"size must be a sequence of positive ints \(N, C, H, W\), got"):
+    with pytest.raises(ValueError, match=r"size must be a sequence of ints \(N, C, H, W\), N >= 0 and the others >= 1, got \(2, 1, 4, 4, 4\)"):
         ts.projective_grid(torch.zeros(2, 3, 3), (2, 1, 4, 4, 4))
     with pytest.raises(ValueError, match=r"size must be .* got \(2, 1, 0, 4\)"):
         ts.projective_grid(torch.zeros(2, 3, 3), (2, 1, 0, 4))

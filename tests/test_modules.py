@@ -86,6 +86,14 @@ def test_module_errors():
     stn = ts.SpatialTransformer(nn.Flatten(0), "affine", loc_features=32)
     with pytest.raises(ValueError, match=r"localization must return a tensor \(N, F\) with N = 2"):
         stn(torch.rand(2, 1, 4, 4))
+    stn = ts.SpatialTransformer(nn.Flatten(), "affine", loc_features=10)
+    with pytest.raises(ValueError, match="localization returned 16 features per image but the regression head expects loc_features = 10"):
+        stn(torch.rand(2, 1, 4, 4))
+    stn = ts.SpatialTransformer(None, "affine", in_channels=3)
+    with pytest.raises(ValueError, match="input has 1 channels but the default localization net was built for in_channels = 3"):
+        stn(torch.rand(2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'torch'\], got 'cuda'"):
+        ts.SpatialTransformer(nn.Flatten(), "affine", backend="cuda")
     stn = ts.SpatialTransformer(nn.Flatten(), "affine3d", loc_features=16)
     with pytest.raises(ValueError, match=r"input must be \(N, C, D, H, W\), got shape \(2, 1, 4, 4\)"):
         stn(torch.rand(2, 1, 4, 4))

@@ -88,29 +88,66 @@ def test_inverse_gives_the_inverse_matrix(name):
 
 
 @pytest.mark.parametrize("name", MATRIX_FAMILIES)
-def test_warp_composed_equals_warp_twice(name):
-    """warp(warp(x, a), b) == warp(x, compose(a, b)) where no padding is involved."""
+def test_compose_agrees_with_resampling_the_grids(name):
+    """Warping by a then b reads x at grid_a sampled at grid_b: that must be grid(compose(a, b)).
+
+    Bilinear interpolation of grid_a reproduces it exactly for affine families (the grid
+    is linear in the output coordinates), closely for projective ones.
+    """
     tf = ts.get_transform(name)
-    if tf.ndim == 3:
-        x = smooth_volume(1, 1, 32, 32, 32)
-    else:
-        x = smooth_image(1, 1, 48, 48)
-    a, b = _random_params(tf, 1, 0.05), _random_params(tf, 1, 0.05)
-    twice = ts.warp(ts.warp(x, a, name, align_corners=True), b, name, align_corners=True)
-    once = ts.warp(x, tf.compose(a, b), name, align_corners=True)
-    c = (slice(None),) * 2 + tuple(slice(s // 4, -(s // 4)) for s in x.shape[2:])
-    # Interpolating twice blurs a little; smooth inputs keep that well below the tolerance.
-    torch.testing.assert_close(twice[c], once[c], atol=0.01, rtol=0)
+    side = 24 if tf.ndim == 2 else 10
+    size = (3, 1, *([side] * tf.ndim))
+    a, b = _random_params(tf, 3, 0.2), _random_params(tf, 3, 0.2)
+    grid_a = tf.grid(a, size, align_corners=True)
+    grid_b = tf.grid(b, size, align_corners=True)
+    channels_first = grid_a.movedim(-1, 1)  # grid_a as a (N, d, ...) image
+    chained = ts.sample(channels_first, grid_b, align_corners=True).movedim(1, -1)
+    inside = (grid_b.abs() <= 1).all(-1)
+    composed = tf.grid(tf.compose(a, b), size, align_corners=True)
+    tol = 1e-2 if name == "projective" else 1e-10
+    torch.testing.assert_close(chained[inside], composed[inside], atol=tol, rtol=0)
+    if name != "translation":  # the others do not commute: the order must matter
+        reversed_order = tf.grid(tf.compose(b, a), size, align_corners=True)
+        assert (chained[inside] - reversed_order[inside]).abs().max() > 5 * tol
 
 
-@pytest.mark.parametrize("name", [n for n in MATRIX_FAMILIES if n != "affine3d"])
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
 def test_warp_then_inverse_warp_returns_the_input(name):
     tf = ts.get_transform(name)
-    x = smooth_image(2, 3, 64, 64)
+    if tf.ndim == 3:
+        x = smooth_volume(2, 2, 32, 32, 32)
+    else:
+        x = smooth_image(2, 3, 64, 64)
     p = _random_params(tf, 2, 0.1)
     back = ts.warp(ts.warp(x, p, name), tf.inverse(p), name)
-    c = (slice(None), slice(None), slice(16, 48), slice(16, 48))
+    c = (slice(None),) * 2 + tuple(slice(s // 4, -(s // 4)) for s in x.shape[2:])
     torch.testing.assert_close(back[c], x[c], atol=5e-3, rtol=0)
+    assert (ts.warp(x, p, name)[c] - x[c]).abs().max() > 0.05  # the warp did move things
+
+
+def test_projective_compose_and_inverse_refuse_a_nonpositive_last_entry():
+    proj = ts.get_transform("projective")
+    a = torch.tensor([[1.0, 0, 0, 0, 1, 0, 2, 0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 0, -1.5, 0, 1, 0, 0, 0]], dtype=torch.float64)  # product m22 = -2
+    with pytest.raises(ValueError, match=r"m22 <= 0 for batch entries \[0\]"):
+        proj.compose(a, b)
+    with pytest.raises(ValueError, match="m22 <= 0"):
+        proj.inverse(torch.tensor([[1.0, 0, 2, 0, 1, 0, 1, 0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["attention", "similarity"])
+def test_extreme_log_scales_stay_finite(name):
+    tf = ts.get_transform(name)
+    x = torch.rand(2, 1, 4, 4)
+    p = tf.identity().repeat(2, 1)
+    k = 0 if name == "attention" else 1
+    p[0, k], p[1, k] = 89.0, -104.0  # exp overflows / underflows in float32
+    p.requires_grad_(True)
+    ts.warp(x, p, name).sum().backward()
+    assert torch.isfinite(p.grad).all()
+    assert torch.isfinite(tf.inverse(p.detach())).all()
+    torch.testing.assert_close(tf.matrix(p.detach())[:, 0, 0].abs().log(),
+                               torch.tensor([10.0, -10.0]))
 
 
 def test_pinned_matrices():
@@ -177,3 +214,17 @@ def test_non_matrix_family_and_registry_errors():
         aff.from_matrix(torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="options \\['grid_size'\\] given with an already built"):
         ts.get_transform(tps, grid_size=3)
+    with pytest.raises(ValueError, match="params has batch size 2 but size has batch size 5"):
+        aff.grid(torch.zeros(2, 6), (5, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"size must be a sequence of ints \(N, C, H, W\), N >= 0"):
+        aff.grid(torch.zeros(2, 6), (4, 4))
+    with pytest.raises(ValueError, match=r"size must be a sequence of ints \(N, C, D, H, W\)"):
+        ts.get_transform("affine3d").grid(torch.zeros(2, 12), (2, 1, 4, 4))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_empty_batch(name):
+    tf = ts.get_transform(name)
+    shape = (0, 2, 3, 4, 5) if tf.ndim == 3 else (0, 2, 4, 5)
+    out = ts.warp(torch.rand(*shape), torch.zeros(0, tf.num_params), name)
+    assert out.shape == shape

@@ -22,8 +22,8 @@ def test_warp_is_grid_then_sample_with_any_out_size(name, align_corners):
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 0.0),
-                                       (torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2),
+                                       (torch.float16, 1e-3)])
 @pytest.mark.parametrize("name", ["affine", "projective", "tps"])
 def test_warp_dtypes(dtype, tol, name):
     tf = ts.get_transform(name)
@@ -42,16 +42,19 @@ def test_warp_dtypes(dtype, tol, name):
 @pytest.mark.parametrize("mode", ts.MODES)
 @pytest.mark.parametrize("padding", ts.PADDING_MODES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_nonfinite_params_give_nan_for_that_image_only(mode, padding, bad):
+@pytest.mark.parametrize("name", FAMILIES_2D)
+def test_nonfinite_params_give_nan_for_that_image_only(name, mode, padding, bad):
+    tf = ts.get_transform(name)
     x = torch.rand(3, 2, 6, 6)
-    p = ts.get_transform("projective").identity().repeat(3, 1)
-    p[1, 2] = bad
+    p = tf.identity().repeat(3, 1)
+    p[1, -1] = bad
     p.requires_grad_(True)
-    out = ts.warp(x, p, "projective", mode=mode, padding_mode=padding)
+    out = ts.warp(x, p, name, mode=mode, padding_mode=padding)
     assert torch.isnan(out[1]).all()
     torch.testing.assert_close(out[[0, 2]], x[[0, 2]], atol=1e-5, rtol=0)
     out[[0, 2]].sum().backward()
     assert torch.isfinite(p.grad).all()
+    assert torch.equal(p.grad[1], torch.zeros_like(p.grad[1]))
 
 
 def test_5d_warp_and_out_size():

@@ -59,10 +59,15 @@ def check_size(name: str, size: object, ranks: Sequence[int]) -> tuple[int, ...]
     if (
         not isinstance(size, (tuple, list))
         or len(size) not in ranks
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
+        or size[0] < 0
+        or not all(s >= 1 for s in size[1:])
     ):
         forms = " or ".join({4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}[r] for r in ranks)
-        raise ValueError(f"{name} must be a sequence of positive ints {forms}, got {size!r}")
+        raise ValueError(
+            f"{name} must be a sequence of ints {forms}, N >= 0 and the others >= 1, "
+            f"got {size!r}"
+        )
     return tuple(size)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from ._checks import check_choice, check_spatial_size
 from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
-from .warping import warp
+from .warping import list_backends, warp
 
 __all__ = ["LocalizationNet", "SpatialTransformer"]
 
@@ -49,7 +49,7 @@ class LocalizationNet(nn.Module):
             avgpool(pool), nn.Flatten(),
         )
         self.fc = nn.Sequential(nn.Linear(c2 * pool**ndim, out_features), nn.ReLU())
-        self.out_features = out_features
+        self.in_channels, self.out_features = in_channels, out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
@@ -144,7 +144,7 @@ class SpatialTransformer(nn.Module):
         self.out_size = out_size
         self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
-        self.backend = backend
+        self.backend = check_choice("backend", backend, ["auto", *list_backends()])
         identity = self.transform.identity()
         features = loc_features or getattr(localization, "out_features", None)
         if features is None:
@@ -160,6 +160,13 @@ class SpatialTransformer(nn.Module):
     def parameters_of(self, x: torch.Tensor) -> torch.Tensor:
         """The transform parameters ``(N, num_params)`` predicted for ``x``."""
         x = check_input(x, ranks=(self.transform.ndim + 2,))
+        if isinstance(self.localization, LocalizationNet) and (
+            x.shape[1] != self.localization.in_channels
+        ):
+            raise ValueError(
+                f"input has {x.shape[1]} channels but the default localization net was built "
+                f"for in_channels = {self.localization.in_channels}"
+            )
         features = self.localization(x)
         if not isinstance(features, torch.Tensor) or features.dim() < 2 or (
             features.shape[0] != x.shape[0]
@@ -168,7 +175,14 @@ class SpatialTransformer(nn.Module):
             raise ValueError(
                 f"localization must return a tensor (N, F) with N = {x.shape[0]}, got {got}"
             )
-        return self.head(features.flatten(1))
+        features = features.flatten(1)
+        expected = self.head.in_features
+        if not isinstance(self.head, nn.LazyLinear) and features.shape[1] != expected:
+            raise ValueError(
+                f"localization returned {features.shape[1]} features per image but the "
+                f"regression head expects loc_features = {expected}"
+            )
+        return self.head(features)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.parameters_of(x)

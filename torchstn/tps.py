@@ -78,7 +78,8 @@ def _mapping(target: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor
     return feats @ inv_k  # (..., P, K)
 
 
-@lru_cache(maxsize=32)
+# Each entry is (H*W, K) floats: 4 MB for 256x256 with K = 16 in float32.
+@lru_cache(maxsize=8)
 def _lattice_mapping(grid_size: int, spatial, align_corners: bool, dtype, device) -> torch.Tensor:
     # Built as an ordinary tensor even inside inference_mode, so a cached entry can be
     # used later by code that records gradients.
@@ -125,8 +126,6 @@ def tps_grid(
     check_shape("source_points", source_points, (None, None, 2), "(N, K, 2)")
     check_batch("source_points", source_points, size[0], "size")
     n, k = source_points.shape[:2]
-    spatial = size[2:]
-    dtype = compute_dtype(source_points.dtype)
     if target_points is None:
         g = math.isqrt(k)
         if g * g != k or g < 2:
@@ -134,8 +133,6 @@ def tps_grid(
                 "source_points must hold K = g * g control points (g >= 2) for the default "
                 f"g x g target lattice, got K = {k}; pass target_points for other layouts"
             )
-        mapping = _lattice_mapping(g, tuple(spatial), bool(align_corners), dtype,
-                                   source_points.device)  # (P, K)
     else:
         target_points = check_tensor("target_points", target_points)
         check_float("target_points", target_points)
@@ -152,6 +149,17 @@ def tps_grid(
                 f"target_points is on {target_points.device} but source_points is on "
                 f"{source_points.device}"
             )
-        mapping = _mapping(target_points.double(), spatial, bool(align_corners)).to(dtype)
+    return _tps_grid(source_points, size[2:], target_points, bool(align_corners))
+
+
+def _tps_grid(source_points, spatial, target_points, align_corners: bool) -> torch.Tensor:
+    """Unchecked :func:`tps_grid` for a spatial output size."""
+    n, k = source_points.shape[:2]
+    dtype = compute_dtype(source_points.dtype)
+    if target_points is None:
+        mapping = _lattice_mapping(math.isqrt(k), tuple(spatial), align_corners, dtype,
+                                   source_points.device)  # (P, K)
+    else:
+        mapping = _mapping(target_points.double(), spatial, align_corners).to(dtype)
     grid = torch.matmul(mapping, source_points.to(dtype))  # (N, P, 2)
     return grid.reshape(n, *spatial, 2).to(source_points.dtype)

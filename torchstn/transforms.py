@@ -3,9 +3,9 @@
 Every family maps a batch of parameters ``(N, num_params)`` to a sampling grid, with
 the convention of :mod:`torchstn.grids` (parameters map OUTPUT coordinates to INPUT
 coordinates, normalised to ``[-1, 1]``). Parameterisations are chosen to be usable as a
-network's raw (unconstrained) output: every real vector is valid, scales are ``exp`` of
-a log-scale so they cannot reach zero or go negative, angles are in radians and need no
-wrapping.
+network's raw (unconstrained) output: every finite vector gives a finite grid, scales
+are ``exp`` of a log-scale clamped to ``[-10, 10]`` so they can neither reach zero, go
+negative nor overflow, and angles are in radians and need no wrapping.
 
 =============  ======  ==========================================  =====================
 family         params  parameters                                  identity
@@ -23,17 +23,18 @@ affine3d       12      theta ``(3, 4)`` row-major                  ``[I | 0]``
 Rotation by ``angle`` uses ``R = [[cos, -sin], [sin, cos]]``; translations are in
 normalised units (1.0 = half the image). Matrix families expose their homogeneous
 ``matrix`` (``(N, 3, 3)``, or ``(N, 4, 4)`` for ``affine3d``), ``compose`` and ``inverse``;
-each family is closed under both.
+each family is closed under both, except that a projective product or inverse whose last
+matrix entry is <= 0 cannot be written with that entry fixed to +1 and raises an error.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_float, check_shape, check_tensor
+from ._checks import check_batch, check_float, check_shape, check_size, check_tensor
 from ._registry import Registry
 from .grids import _affine_grid, _projective_grid
-from .tps import lattice, tps_grid
+from .tps import _tps_grid, lattice
 
 __all__ = ["Transform", "MatrixTransform", "get_transform", "list_transforms", "register_transform"]
 
@@ -88,7 +89,17 @@ class Transform:
         return params
 
     def grid(self, params: torch.Tensor, size, *, align_corners: bool = False) -> torch.Tensor:
-        """Sampling grid ``(N, H, W, 2)`` (``(N, D, H, W, 3)`` in 3-D) for OUTPUT ``size``."""
+        """Sampling grid ``(N, H, W, 2)`` (``(N, D, H, W, 3)`` in 3-D) for OUTPUT ``size``.
+
+        ``size`` is the full output size ``(N, C, H, W)`` (``(N, C, D, H, W)`` in 3-D).
+        """
+        params = self.check_params(params)
+        size = check_size("size", size, (self.ndim + 2,))
+        check_batch("params", params, size[0], "size")
+        return self._grid(params, size[2:], bool(align_corners))
+
+    def _grid(self, params: torch.Tensor, spatial: tuple[int, ...], align_corners: bool):
+        """Unchecked :meth:`grid` for a spatial output size."""
         raise NotImplementedError
 
     # Matrix-family operations; non-matrix families say so clearly.
@@ -149,10 +160,8 @@ class MatrixTransform(Transform):
         """Parameters of the inverse transform: ``M(inverse(p)) = M(p)^-1``."""
         return self._from_matrix(torch.linalg.inv(self._matrix(self.check_params(params))))
 
-    def grid(self, params: torch.Tensor, size, *, align_corners: bool = False) -> torch.Tensor:
-        params = self.check_params(params)
+    def _grid(self, params, spatial, align_corners):
         m = self._matrix(params)
-        spatial = tuple(size)[2:]
         if self.projective:
             return _projective_grid(m, spatial, align_corners)
         return _affine_grid(m[:, : self.ndim], spatial, align_corners)
@@ -170,6 +179,15 @@ def _rotation_scale(angle: torch.Tensor, scale: torch.Tensor, t: torch.Tensor) -
     c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
     rows = [torch.stack([c, -s, t[:, 0]], -1), torch.stack([s, c, t[:, 1]], -1)]
     return _homogeneous(torch.stack(rows, dim=1))
+
+
+#: Log-scales are clamped to this range (scales 4.5e-5 to 2.2e4) so that any finite
+#: network output gives a finite, invertible matrix; the gradient is zero beyond it.
+LOG_SCALE_LIMIT = 10.0
+
+
+def _scale(log_s: torch.Tensor) -> torch.Tensor:
+    return torch.exp(log_s.clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT))
 
 
 def _log_scale(m: torch.Tensor) -> torch.Tensor:
@@ -203,7 +221,7 @@ class Attention(MatrixTransform):
         return torch.zeros(3, dtype=dtype, device=device)
 
     def _matrix(self, p):
-        return _rotation_scale(torch.zeros_like(p[:, 0]), torch.exp(p[:, 0]), p[:, 1:])
+        return _rotation_scale(torch.zeros_like(p[:, 0]), _scale(p[:, 0]), p[:, 1:])
 
     def _from_matrix(self, m):
         return torch.cat([_log_scale(m)[:, None], m[:, :2, 2]], dim=1)
@@ -231,7 +249,7 @@ class Similarity(MatrixTransform):
         return torch.zeros(4, dtype=dtype, device=device)
 
     def _matrix(self, p):
-        return _rotation_scale(p[:, 0], torch.exp(p[:, 1]), p[:, 2:])
+        return _rotation_scale(p[:, 0], _scale(p[:, 1]), p[:, 2:])
 
     def _from_matrix(self, m):
         angle = torch.atan2(m[:, 1, 0], m[:, 0, 0])
@@ -267,8 +285,18 @@ class Projective(MatrixTransform):
         return torch.cat([p, one], dim=1).view(-1, 3, 3)
 
     def _from_matrix(self, m):
-        # Homographies are defined up to scale: normalise so the last entry is 1.
-        return (m / m[:, 2:, 2:]).reshape(-1, 9)[:, :8].clone()
+        # Homographies are defined up to a positive scale: normalise the last entry to 1.
+        # A last entry <= 0 cannot be normalised so without flipping the sign of w (which
+        # marks points behind the camera), so such matrices are refused.
+        m22 = m[:, 2, 2]
+        bad = m22 <= 16 * torch.finfo(m.dtype).eps * m[:, 2].abs().sum(-1)
+        if bool(bad.any()):
+            raise ValueError(
+                "matrix has m22 <= 0 for batch entries "
+                f"{bad.nonzero().flatten().tolist()}: not expressible as projective parameters "
+                "(the 3x3 matrix with its last entry fixed to +1)"
+            )
+        return (m / m22.view(-1, 1, 1)).reshape(-1, 9)[:, :8].clone()
 
 
 @register_transform("affine3d")
@@ -309,9 +337,9 @@ class ThinPlateSpline(Transform):
     def identity(self, *, dtype=torch.float32, device=None):
         return lattice(self.grid_size, dtype=dtype, device=device).reshape(-1)
 
-    def grid(self, params, size, *, align_corners=False):
-        params = self.check_params(params)
-        return tps_grid(params.view(params.shape[0], -1, 2), size, align_corners=align_corners)
+    def _grid(self, params, spatial, align_corners):
+        source = params.view(params.shape[0], self.num_params // 2, 2)
+        return _tps_grid(source, spatial, None, align_corners)
 
 
 def resolve_transform(transform: str | Transform) -> Transform:

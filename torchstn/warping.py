@@ -55,8 +55,7 @@ class TorchBackend(Backend):
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
         x = call.input
-        size = (x.shape[0], x.shape[1], *call.out_size)
-        grid = call.transform.grid(call.params, size, align_corners=call.align_corners)
+        grid = call.transform._grid(call.params, call.out_size, call.align_corners)
         if grid.dtype != x.dtype:
             # Half-precision inputs are sampled in float32 (the grid is never rounded to
             # half precision: that would misplace samples by up to a pixel).
