@@ -46,6 +46,8 @@ def test_mismatched_label_count_names_the_file(tmp_path):
     (folder / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((3, 2, 2))))
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.zeros(4))))
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: expected 3 labels"):
+        load_idx_dataset("mnist", "test", tmp_path, verify=False)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte: checksum mismatch"):
         load_idx_dataset("mnist", "test", tmp_path)
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte\\[.gz\\] not found"):
         load_idx_dataset("mnist", "train", tmp_path)

@@ -6,6 +6,7 @@ Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids s
 """
 
 from .grids import FAR, affine_grid, identity_grid, projective_grid
+from .homography import homography_from_points
 from .modules import LocalizationNet, SpatialTransformer
 from .sampling import MODES, PADDING_MODES, sample
 from .tps import lattice, tps_grid
@@ -31,6 +32,7 @@ __all__ = [
     "Transform",
     "affine_grid",
     "get_transform",
+    "homography_from_points",
     "identity_grid",
     "lattice",
     "list_backends",

@@ -1,0 +1,168 @@
+import hashlib
+import math
+
+import pytest
+import torch
+
+import torchstn as ts
+from torchstn.data import load_idx_dataset
+from torchstn.data.distortions import DISTORTIONS, distort, output_size
+from torchstn.data.mnist import DistortedMNIST
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from conftest import DATA_DIR
+
+    if not (DATA_DIR / "mnist").is_dir():
+        pytest.skip("MNIST not available")
+    return load_idx_dataset("mnist", "test", DATA_DIR)[0][:512]
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_registry_and_sizes():
+    assert DISTORTIONS == ("none", "r", "rts", "p", "e", "tc")
+    assert [output_size(d) for d in DISTORTIONS] == [28, 28, 42, 28, 28, 60]
+    with pytest.raises(ValueError, match=r"distortion must be one of \['none', .*\], got 'x'"):
+        output_size("x")
+
+
+@pytest.mark.parametrize("name", DISTORTIONS)
+def test_shapes_range_and_determinism(digits, name):
+    a, _ = distort(digits[:64], name, _gen(1))
+    b, _ = distort(digits[:64], name, _gen(1))
+    c, _ = distort(digits[:64], name, _gen(2))
+    s = output_size(name)
+    assert a.shape == (64, 1, s, s) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert name == "none" or not torch.equal(a, c)
+
+
+def test_none_is_the_digit(digits):
+    out, _ = distort(digits[:8], "none", _gen())
+    assert torch.equal(out[:, 0], digits[:8].float() / 255)
+
+
+def test_rotation_angles_cover_plus_minus_90_degrees(digits):
+    _, info = distort(digits[:512].repeat(8, 1, 1), "r", _gen())
+    deg = torch.rad2deg(info["angle"])
+    assert deg.min() >= -90 and deg.max() <= 90
+    assert deg.min() < -88 and deg.max() > 88  # uniform: the ends are reached
+    assert abs(deg.mean()) < 3 and abs(deg.std() - 180 / math.sqrt(12)) < 2
+
+
+def test_rotation_really_rotates(digits):
+    """The rotated digit equals an independent rotation of the digit by the drawn angle."""
+    x = digits[:16]
+    out, info = distort(x, "r", _gen(3))
+    theta = torch.zeros(16, 2, 3, dtype=torch.float64)
+    c, s = torch.cos(info["angle"]), torch.sin(info["angle"])
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
+    grid = torch.nn.functional.affine_grid(theta.float(), (16, 1, 28, 28), align_corners=False)
+    ref = torch.nn.functional.grid_sample(x[:, None].float() / 255, grid, align_corners=False)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_rts_statistics_and_the_digit_lands_where_drawn(digits):
+    x = digits[:512].repeat(4, 1, 1)
+    out, info = distort(x, "rts", _gen())
+    assert torch.rad2deg(info["angle"]).abs().max() <= 45
+    assert info["scale"].min() >= 0.7 and info["scale"].max() <= 1.2
+    assert info["scale"].min() < 0.71 and info["scale"].max() > 1.19
+    room = (42 - 28 * info["scale"]) / 2
+    assert (info["offset"].abs() <= room[:, None] + 1e-9).all()
+    # Mass centres: the digit's own centre of mass, rotated and scaled, plus the offset.
+    coords = torch.arange(42.0) - 20.5
+    mass = out[:, 0].sum((1, 2))
+    cx = (out[:, 0].sum(1) * coords).sum(1) / mass
+    cy = (out[:, 0].sum(2) * coords).sum(1) / mass
+    src = x.float()
+    c28 = torch.arange(28.0) - 13.5
+    m28 = src.sum((1, 2))
+    dx = (src.sum(1) * c28).sum(1) / m28
+    dy = (src.sum(2) * c28).sum(1) / m28
+    a, s = info["angle"].float(), info["scale"].float()
+    # Output reads input at R(a) u / s, so content moves by R(-a) * s.
+    ex = s * (torch.cos(a) * dx + torch.sin(a) * dy) + info["offset"][:, 0].float()
+    ey = s * (-torch.sin(a) * dx + torch.cos(a) * dy) + info["offset"][:, 1].float()
+    assert (cx - ex).abs().median() < 0.3 and (cy - ey).abs().median() < 0.3
+
+
+def test_projective_and_elastic_statistics(digits):
+    x = digits[:512].repeat(4, 1, 1)
+    _, p = distort(x, "p", _gen())
+    assert 0.75 <= p["scale"].min() and p["scale"].max() <= 1.0
+    assert abs(p["corner_noise"].std().item() * 14 - 5.0) < 0.2  # pixels
+    _, e = distort(x, "e", _gen())
+    assert abs(e["point_noise"].std().item() * 14 - 1.5) < 0.05
+    assert e["point_noise"].shape == (2048, 16, 2)
+
+
+def test_projective_corners_land_where_drawn(digits):
+    """The warped image of the input's corners is the drawn quadrilateral."""
+    _, info = distort(digits[:4], "p", _gen(5))
+    corners = torch.tensor([[-1.0, -1], [1, -1], [1, 1], [-1, 1]], dtype=torch.float64)
+    moved = info["scale"].view(-1, 1, 1) * corners + info["corner_noise"]
+    params = ts.homography_from_points(moved, corners.expand(4, 4, 2)).reshape(4, 9)[:, :8]
+    m = ts.get_transform("projective").matrix(params)
+    ph = torch.cat([moved, torch.ones(4, 4, 1, dtype=torch.float64)], -1) @ m.transpose(1, 2)
+    torch.testing.assert_close(ph[..., :2] / ph[..., 2:], corners.expand(4, 4, 2))
+
+
+def test_cluttered_digit_and_clutter(digits):
+    out, info = distort(digits[:64], "tc", _gen(), pool=digits)
+    pos = info["position"].long()
+    assert pos.min() >= 0 and pos.max() <= 32
+    for i in range(8):
+        y, x = pos[i, 1], pos[i, 0]
+        patch = out[i, 0, y : y + 28, x : x + 28]
+        # The digit is pasted exactly (clutter can only add, via the maximum).
+        assert (patch >= digits[i].float() / 255 - 1e-5).all()
+    outside = out.clone()
+    for i in range(64):
+        outside[i, 0, pos[i, 1] : pos[i, 1] + 28, pos[i, 0] : pos[i, 0] + 28] = 0
+    assert (outside.flatten(1) > 0.5).any(1).float().mean() > 0.5  # clutter is present
+
+
+def test_distort_errors(digits):
+    with pytest.raises(ValueError, match=r"images must be uint8 digits of shape \(N, 28, 28\), got torch.float32"):
+        distort(digits[:2].float(), "r", _gen())
+    with pytest.raises(ValueError, match="distortion must be one of"):
+        distort(digits[:2], "rotate", _gen())
+
+
+def test_test_set_is_fixed_uint8_and_pinned(data_dir):
+    a = DistortedMNIST("mnist", "rts", data_dir=data_dir, test_size=64, seed=1)
+    b = DistortedMNIST("mnist", "rts", data_dir=data_dir, test_size=64, seed=2)
+    xa, ya = a.test_set()
+    assert xa.dtype == torch.uint8 and xa.shape == (64, 1, 42, 42)
+    assert torch.equal(xa, b.test_set()[0])  # the test set does not depend on the run seed
+    digest = hashlib.sha256(xa.numpy().tobytes()).hexdigest()
+    assert digest == PINNED_RTS_TEST_DIGEST
+
+
+def test_training_batches_fresh_each_epoch_and_reproducible(data_dir):
+    data = DistortedMNIST("mnist", "r", data_dir=data_dir, train_size=300, seed=0)
+    e0 = list(data.train_batches(0, 128))
+    assert [len(y) for _, y in e0] == [128, 128, 44]
+    again = list(data.train_batches(0, 128))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(e0, again))
+    e1 = list(data.train_batches(1, 128))
+    assert not torch.equal(e0[0][0], e1[0][0])
+    labels0 = torch.sort(torch.cat([y for _, y in e0])).values
+    assert torch.equal(labels0, torch.sort(data.train_y).values)  # a permutation of the split
+
+
+def test_fashion_mnist_works_the_same_way(data_dir):
+    data = DistortedMNIST("fashion-mnist", "p", data_dir=data_dir, train_size=256, test_size=32)
+    x, y = next(data.train_batches(0, 256))
+    assert x.shape == (256, 1, 28, 28) and y.max() <= 9
+
+
+# sha256 of the first 64 RTS test images (test_seed 2015), pinned to catch any change in
+# the data a published number was measured on.
+PINNED_RTS_TEST_DIGEST = "f8ce8e0cafd9f59eb698a06c46e664fb75f5d7828685f5a44cf855a1a541742c"
