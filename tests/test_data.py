@@ -71,3 +71,65 @@ def test_real_mnist_test_split(data_dir):
     raw = gzip.decompress((data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     assert hashlib.sha256(raw).hexdigest().startswith("ff7bcfd416de33731a308c3f266cc351")
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def _fake_mirrors(monkeypatch, dataset, *, corrupt_first_mirror=False, all_bad=False):
+    """Serve the real test split (from the shared data folder) as if from the mirrors."""
+    import torchstn.data.idx as idx
+
+    calls = []
+
+    def fetch(url):
+        calls.append(url)
+        if all_bad:
+            raise OSError("network is unreachable")
+        stem = url.rsplit("/", 1)[1].removesuffix(".gz")
+        good = gzip.compress(_payload[stem])
+        if corrupt_first_mirror and url.startswith(idx.MIRRORS[dataset][0]):
+            return good[:-40]  # truncated in transit
+        return good
+
+    # Small stand-in files with the checksums the fake mirror serves.
+    _payload = {
+        stem: _idx_bytes(np.full((2, 2, 2) if "images" in stem else (2,), i))
+        for i, stem in enumerate(idx.SHA256[dataset])
+    }
+    digests = {stem: hashlib.sha256(raw).hexdigest() for stem, raw in _payload.items()}
+    monkeypatch.setitem(idx.SHA256, dataset, digests)
+    monkeypatch.setattr(idx, "_fetch", fetch)
+    return calls
+
+
+def test_download_verifies_and_falls_back_to_the_next_mirror(monkeypatch, tmp_path):
+    from torchstn.data import download
+
+    calls = _fake_mirrors(monkeypatch, "mnist", corrupt_first_mirror=True)
+    folder = download("mnist", tmp_path)
+    assert folder == tmp_path / "mnist"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert len(calls) == 8  # each file: first mirror (truncated), then the second
+    images, labels = load_idx_dataset("mnist", "test", tmp_path)
+    assert images.shape == (2, 2, 2) and labels.tolist() == [1, 1]
+    calls.clear()
+    download("mnist", tmp_path)  # everything present: no network at all
+    assert calls == []
+
+
+def test_failed_download_leaves_nothing_behind(monkeypatch, tmp_path):
+    _fake_mirrors(monkeypatch, "fashion-mnist", all_bad=True)
+    with pytest.raises(OSError, match="could not download t10k-images-idx3-ubyte.gz for fashion-mnist: .*network is unreachable"):
+        load_idx_dataset("fashion-mnist", "test", tmp_path, download_missing=True)
+    assert not (tmp_path / "fashion-mnist").exists() or not any((tmp_path / "fashion-mnist").iterdir())
+
+
+def test_download_with_wrong_checksum_is_refused(monkeypatch, tmp_path):
+    import torchstn.data.idx as idx
+
+    _fake_mirrors(monkeypatch, "mnist")
+    monkeypatch.setitem(idx.SHA256["mnist"], "t10k-labels-idx1-ubyte", "0" * 64)
+    with pytest.raises(OSError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+        idx.download("mnist", tmp_path)
+    assert not (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not [p for p in (tmp_path / "mnist").iterdir() if p.name.startswith(".")]

@@ -5,6 +5,7 @@ Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids s
 ``align_corners`` means what it means in :func:`torch.nn.functional.grid_sample`.
 """
 
+from ._numba_backend import NumbaBackend  # noqa: E402  (needs warping's Backend)
 from .grids import FAR, affine_grid, identity_grid, projective_grid
 from .homography import homography_from_points
 from .modules import LocalizationNet, SpatialTransformer
@@ -18,6 +19,9 @@ from .transforms import (
     register_transform,
 )
 from .warping import Backend, list_backends, register_backend, warp
+
+# The fused CPU kernels come first for backend="auto" (they import Numba lazily).
+register_backend(NumbaBackend())
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._signatures: dict[str, inspect.Signature] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def add(factory: Callable[..., T]) -> Callable[..., T]:
@@ -35,8 +36,10 @@ class Registry(Generic[T]):
 
     def create(self, name: object, **options) -> T:
         factory = self.factory(name)
+        if name not in self._signatures:  # inspect.signature is slow for a hot path
+            self._signatures[name] = inspect.signature(factory)
         try:
-            inspect.signature(factory).bind(**options)
+            self._signatures[name].bind(**options)
         except TypeError as e:
             raise TypeError(
                 f"{self.kind} {name!r} does not take options {sorted(options)}: {e}"

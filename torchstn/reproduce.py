@@ -83,7 +83,8 @@ def run_table1(out, *, distortions=None, models=None, seeds: int = 1,
             for seed in range(seeds):
                 run = _run_dir(out, d, model, seed)
                 metrics = run / "metrics.json"
-                if metrics.is_file() and json.loads(metrics.read_text())["epochs_done"] >= base.epochs:
+                done = metrics.is_file() and json.loads(metrics.read_text())["epochs_done"]
+                if done and done >= base.epochs:
                     continue
                 cfg = TrainConfig(**{**base.__dict__, "distortion": d, "model": model,
                                      "seed": seed, "lr_milestones": base.lr_milestones,

@@ -31,9 +31,11 @@ CHECKPOINT = "checkpoint.safetensors"
 class TrainConfig:
     """Everything that determines a run; saved beside every result and in the checkpoint.
 
-    The paper trains with SGD at learning rate 0.01, batch 256, for 150k iterations,
-    dividing the rate by 10 at set steps. The default here is that recipe plus momentum
-    0.9 and a learning-rate multiplier for the localisation net, scheduled in epochs.
+    The paper trains with SGD at learning rate 0.01, batch 256, for 150k iterations (about
+    640 epochs of 60k images), dividing the rate by 10 at set steps; that recipe is
+    ``optimizer="sgd", lr=0.01, momentum=0.0``. Our default reaches far lower errors in
+    the few epochs a CPU affords: Adam at 1e-3, batch 256, the rate divided by 10 after
+    60% and 85% of the epochs, the same identity-initialised regressor and loss.
     """
 
     dataset: str = "mnist"
@@ -43,9 +45,9 @@ class TrainConfig:
     train_size: int | None = None  # first N training digits (default: all 60000)
     test_size: int | None = None  # first N test digits (default: all 10000)
     batch_size: int = 256
-    optimizer: str = "sgd"  # "sgd" (the paper's) or "adam"
-    lr: float = 0.01
-    momentum: float = 0.9
+    optimizer: str = "adam"  # "adam" or "sgd" (the paper's)
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     # Epochs after which the learning rate is divided by 10 (default: at 60% and 85%).
     lr_milestones: list[int] | None = None

@@ -131,9 +131,13 @@ def download(dataset: str, data_dir=None) -> Path:
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{stem}-", dir=folder)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, folder / (stem + ".gz"))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, folder / (stem + ".gz"))
+            except BaseException:
+                os.unlink(tmp)
+                raise
             break
         else:
             raise OSError(f"could not download {stem}.gz for {dataset}: " + "; ".join(errors))

@@ -1,0 +1,74 @@
+"""Training throughput of every model, and whether the data pipeline keeps up.
+
+Usage: python benchmarks/bench_train.py [--data-dir D] [--steps 10] [--threads T]
+
+For each distortion's input size and each model it times full training steps (forward,
+backward, Adam step) on batches of 256, and separately the time to draw and distort one
+batch, and prints a table: images/s of training, the projected epoch time for 60k
+images, and the data pipeline's share of a step (it runs in the training process, so it
+adds to the step time; "data %" is the fraction of the epoch spent making data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from torchstn.data.mnist import DistortedMNIST
+from torchstn.models import build_model, count_parameters, list_models
+
+
+def _median_time(fn, steps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--distortions", nargs="+", default=["r", "rts", "tc"])
+    parser.add_argument("--models", nargs="+", default=list_models())
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = 256
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
+          f"median of {args.steps} steps\n")
+    print("| distortion | model | params | train img/s | epoch (60k) s | data ms/batch | data % |")
+    print("|---|---|---|---|---|---|---|")
+    for distortion in args.distortions:
+        data = DistortedMNIST("mnist", distortion, data_dir=args.data_dir, train_size=batch * 8)
+        batches = iter(data.train_batches(0, batch))
+        data_t = _median_time(lambda: next(batches), min(args.steps, 6))
+        x, y = next(data.train_batches(1, batch))
+        for name in args.models:
+            torch.manual_seed(0)
+            model = build_model(name, data.size, st_downsample=distortion in ("rts", "tc"))
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+            def step():
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            step_t = _median_time(step, args.steps)
+            epoch = (step_t + data_t) * 60000 / batch
+            print(f"| {distortion} | {name} | {count_parameters(model):,} | "
+                  f"{batch / step_t:,.0f} | {epoch:.0f} | {1000 * data_t:.1f} | "
+                  f"{100 * data_t / (step_t + data_t):.0f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

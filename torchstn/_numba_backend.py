@@ -1,0 +1,150 @@
+"""The fused CPU backend: matrix families warped by Numba kernels, forward and backward.
+
+The grid generator and the sampler run as one kernel that computes each sample
+coordinate from the 3x3 matrix on the fly (see :mod:`torchstn._numba_kernels`); the
+backward pass reduces the coordinate gradient to the matrix inside the kernel. Autograd
+then carries the matrix gradient to the family's parameters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .warping import Backend, WarpCall
+
+__all__ = ["NumbaBackend", "compile_seconds", "fused_warp"]
+
+_kernels = None
+#: Seconds spent compiling (or loading from Numba's cache) each kernel, by name.
+compile_seconds: dict[str, float] = {}
+
+
+def _load():
+    global _kernels
+    if _kernels is None:
+        from . import _numba_kernels
+
+        _kernels = _numba_kernels
+    return _kernels
+
+
+def _timed(name: str, fn, *args) -> None:
+    """Run a kernel, recording the first call (the compile) separately."""
+    if name in compile_seconds:
+        fn(*args)
+        return
+    start = time.perf_counter()
+    fn(*args)
+    compile_seconds[name] = time.perf_counter() - start
+
+
+def _set_threads() -> int:
+    """Follow torch's thread count (capped by Numba's pool); return it."""
+    import numba
+
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _eps16(dtype: torch.dtype) -> float:
+    return 16 * torch.finfo(dtype).eps
+
+
+class _FusedWarp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, matrix, out_h, out_w, nearest, border, align, projective):
+        k = _load()
+        x = input.detach().contiguous()
+        m = matrix.detach().to(torch.float64).contiguous()
+        out = torch.empty(x.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
+        threads = _set_threads()
+        # Contiguous runs of output rows; the split does not change the result.
+        tasks = max(1, min(x.shape[0] * out_h, 8 * threads))
+        _timed(f"forward[{x.dtype}]", k.warp_forward, x.numpy(), m.numpy(), out.numpy(),
+               nearest, border, align, projective, _eps16(matrix.dtype), tasks)
+        ctx.save_for_backward(x, m)
+        ctx.options = (nearest, border, align, projective, _eps16(matrix.dtype), matrix.dtype)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        k = _load()
+        x, m = ctx.saved_tensors
+        nearest, border, align, projective, eps16, m_dtype = ctx.options
+        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_m):
+            return (None,) * 8
+        go = grad_out.contiguous().to(x.dtype)
+        n, c = x.shape[:2]
+        groups = -(-c // k.CHANNEL_GROUP)
+        gx = torch.zeros_like(x) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
+        gm = torch.zeros(n if need_m else 1, groups if need_m else 1, 3, 3, dtype=torch.float64)
+        _set_threads()
+        _timed(f"backward[{x.dtype}]", k.warp_backward, x.numpy(), m.numpy(), go.numpy(),
+               gx.numpy(), gm.numpy(), need_x, need_m, nearest, border, align, projective,
+               eps16)
+        grad_m = None
+        if need_m:
+            # Fixed-order sum of the per-channel-group partials: deterministic.
+            total = gm[:, 0].clone()
+            for g in range(1, groups):
+                total += gm[:, g]
+            if not projective:
+                total[:, 2] = 0.0  # the affine path never reads the last row
+            grad_m = total.to(m_dtype)
+        return (gx if need_x else None), grad_m, None, None, None, None, None, None
+
+
+def fused_warp(input: torch.Tensor, matrix: torch.Tensor, out_size, *, mode: str = "bilinear",
+               padding_mode: str = "zeros", align_corners: bool = False,
+               projective: bool = False) -> torch.Tensor:
+    """Warp ``input`` (N, C, H, W) by homogeneous ``matrix`` (N, 3, 3) with the fused kernel.
+
+    The same result as sampling with :func:`torchstn.affine_grid` (``matrix[:, :2]``) or
+    :func:`torchstn.projective_grid` (``projective=True``). Inputs are trusted: go through
+    :func:`torchstn.warp` for checked calls.
+    """
+    return _FusedWarp.apply(input, matrix, int(out_size[0]), int(out_size[1]),
+                            mode == "nearest", padding_mode == "border", bool(align_corners),
+                            bool(projective))
+
+
+class NumbaBackend(Backend):
+    """Fused CPU kernels for 2-D matrix families (bilinear/nearest, zeros/border padding)."""
+
+    name = "numba"
+
+    def __init__(self):
+        self._available = importlib.util.find_spec("numba") is not None
+
+    def unsupported(self, call: WarpCall) -> str | None:
+        x = call.input
+        if not self._available:
+            return "numba is not installed (pip install numba)"
+        if x.device.type != "cpu":
+            return f"it runs on CPU tensors, got a tensor on {x.device}"
+        if not call.transform.is_matrix or call.transform.ndim != 2:
+            return (f"it supports the 2-D matrix families, got {call.transform.name!r} "
+                    "(use backend='torch')")
+        if x.dtype not in (torch.float32, torch.float64):
+            return f"it supports float32 and float64 input, got {x.dtype}"
+        if call.mode not in ("bilinear", "nearest"):
+            return f"it supports mode 'bilinear' and 'nearest', got {call.mode!r}"
+        if call.padding_mode not in ("zeros", "border"):
+            return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
+        if x.numel() == 0 or 0 in call.out_size:
+            return "empty input or output"
+        return None
+
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        tf = call.transform
+        matrix = tf._matrix(call.params)
+        return fused_warp(call.input, matrix, call.out_size, mode=call.mode,
+                          padding_mode=call.padding_mode, align_corners=call.align_corners,
+                          projective=tf.projective)

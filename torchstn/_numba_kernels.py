@@ -1,0 +1,412 @@
+"""Fused CPU warp kernels (Numba): sample coordinates are computed from the matrix per pixel.
+
+Neither the (N, H, W, 2) sampling grid nor its gradient is ever written to memory. Every
+function here trusts its inputs (C-contiguous float32/float64 arrays of the right shapes);
+:mod:`torchstn._numba_backend` validates and dispatches.
+
+Coordinates follow :func:`torchstn.grids.affine_grid` / :func:`torchstn.grids.projective_grid`
+and :func:`torch.nn.functional.grid_sample`, computed in float64 whatever the image dtype.
+
+Determinism: the forward pass writes each output value from one task. The backward pass
+runs one task per (image, group of ``CHANNEL_GROUP`` channels): a task alone writes its
+channels' input gradient, in a fixed order, and its partial matrix gradient goes to its
+own slot; the slots are summed in a fixed order afterwards. Nothing depends on the thread
+count or on scheduling, so results are bit-identical run to run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+CHANNEL_GROUP = 16
+_FAR = 1.0e4  # torchstn.grids.FAR
+
+
+# Tap kinds of an output pixel (bilinear: its 2x2 input neighbourhood; nearest: 1 pixel).
+_OUTSIDE, _INSIDE, _PARTIAL = 0, 1, 2
+# From this many channels on, the forward pass loops over channels inside each sample,
+# in blocks of _CHANNEL_BLOCK channels (measured best on a Zen 4 core, 56x56x64 images).
+_PIXEL_MAJOR_CHANNELS = 8
+_CHANNEL_BLOCK = 32
+
+
+@njit(cache=True)
+def _base_coords(n, align):
+    """The ``n`` normalised pixel-centre coordinates (as torchstn.grids._coords)."""
+    out = np.empty(n, np.float64)
+    for k in range(n):
+        if align:
+            out[k] = 0.0 if n == 1 else -1.0 + 2.0 * k / (n - 1)
+        else:
+            out[k] = (2.0 * k + 1.0) / n - 1.0
+    return out
+
+
+class _Row:  # documentation only: the per-row scratch arrays, all of length Wo
+    """IX, IY: input pixel coordinates. GX, GY: d(pixel)/d(normalised coordinate), 0
+    where the coordinate does not depend on the matrix (border-clipped, behind the
+    horizon, clamped to +-FAR). XS, YS, WS: normalised input point and homogeneous w
+    (projective chain rule). KIND: _OUTSIDE / _INSIDE / _PARTIAL. K: flat index of the
+    top-left tap. X0, Y0: its column and row. TX, TY: bilinear fractions. W00..W11: tap
+    weights in the image dtype."""
+
+
+@njit(inline="always", cache=True)
+def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads,
+            IX, IY, GX, GY, XS, YS, WS):
+    """Input pixel coordinates of one output row (paper, Eq. 1, then unnormalised)."""
+    Wo = xo.shape[0]
+    # grid_sample's unnormalisation, written as one multiply-add:
+    # align_corners: (x + 1) / 2 * (W - 1); else ((x + 1) * W - 1) / 2.
+    sx = 0.5 * (W - 1) if align else 0.5 * W
+    sy = 0.5 * (H - 1) if align else 0.5 * H
+    ox = 0.5 * (W - 1)
+    oy = 0.5 * (H - 1)
+    m00, m10 = m[0, 0], m[1, 0]
+    a0 = m[0, 1] * yo + m[0, 2]
+    a1 = m[1, 1] * yo + m[1, 2]
+    if not projective:
+        for j in range(Wo):
+            IX[j] = (m00 * xo[j] + a0) * sx + ox
+            IY[j] = (m10 * xo[j] + a1) * sy + oy
+        if grads:
+            for j in range(Wo):
+                GX[j] = sx
+                GY[j] = sy
+    else:
+        m20 = m[2, 0]
+        a2 = m[2, 1] * yo + m[2, 2]
+        # Points with w <= eps16 * (|m20| + |m21| + |m22|) are at or behind the horizon.
+        thresh = eps16 * (abs(m[2, 0]) + abs(m[2, 1]) + abs(m[2, 2]))
+        for j in range(Wo):
+            w = m20 * xo[j] + a2
+            gx_ok, gy_ok = sx, sy
+            if w > thresh:
+                x = (m00 * xo[j] + a0) / w
+                y = (m10 * xo[j] + a1) / w
+                if x > _FAR:
+                    x, gx_ok = _FAR, 0.0
+                elif x < -_FAR:
+                    x, gx_ok = -_FAR, 0.0
+                if y > _FAR:
+                    y, gy_ok = _FAR, 0.0
+                elif y < -_FAR:
+                    y, gy_ok = -_FAR, 0.0
+            else:
+                x, y, w, gx_ok, gy_ok = _FAR, _FAR, 1.0, 0.0, 0.0
+            IX[j] = x * sx + ox
+            IY[j] = y * sy + oy
+            if grads:
+                GX[j] = gx_ok
+                GY[j] = gy_ok
+                XS[j] = x
+                YS[j] = y
+                WS[j] = w
+    if border:  # as grid_sample's clip_coordinates_set_grad; NaN goes to 0
+        for j in range(Wo):
+            p = IX[j]
+            keep = (p > 0.0) & (p < W - 1)
+            IX[j] = p if keep else (0.0 if not p > 0.0 else W - 1.0)
+            GX[j] = GX[j] if keep else 0.0
+            p = IY[j]
+            keep = (p > 0.0) & (p < H - 1)
+            IY[j] = p if keep else (0.0 if not p > 0.0 else H - 1.0)
+            GY[j] = GY[j] if keep else 0.0
+
+
+@njit(inline="always", cache=True)
+def _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11):
+    """Classify each sample and compute its taps (see _Row); branch-free, so it vectorises."""
+    for j in range(IX.shape[0]):
+        # Coordinates beyond [-2, size + 1] read only padding; clamping them there keeps
+        # the integer conversion defined (NaN goes to -2, also padding).
+        ix = IX[j]
+        iy = IY[j]
+        ix = ix if ix > -2.0 else -2.0
+        ix = ix if ix < W + 1.0 else W + 1.0
+        iy = iy if iy > -2.0 else -2.0
+        iy = iy if iy < H + 1.0 else H + 1.0
+        if nearest:
+            xn = int(np.rint(ix))  # round half to even, as grid_sample's nearbyint
+            yn = int(np.rint(iy))
+            inside = (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+            KIND[j] = _INSIDE if inside else _OUTSIDE
+            K[j] = yn * W + xn
+            continue
+        x0f = np.floor(ix)
+        y0f = np.floor(iy)
+        tx = ix - x0f
+        ty = iy - y0f
+        x0 = int(x0f)
+        y0 = int(y0f)
+        X0[j] = x0
+        Y0[j] = y0
+        K[j] = y0 * W + x0
+        TX[j] = tx
+        TY[j] = ty
+        W00[j] = (1.0 - tx) * (1.0 - ty)
+        W01[j] = tx * (1.0 - ty)
+        W10[j] = (1.0 - tx) * ty
+        W11[j] = tx * ty
+        inside = (x0 >= 0) & (x0 < W - 1) & (y0 >= 0) & (y0 < H - 1)
+        outside = (x0 < -1) | (x0 >= W) | (y0 < -1) | (y0 >= H)
+        KIND[j] = _INSIDE if inside else (_OUTSIDE if outside else _PARTIAL)
+
+
+@njit(inline="always", cache=True)
+def _corner_values(src, j, H, W, K, X0, Y0, zero):
+    """The 4 bilinear tap values of a _PARTIAL sample, 0 for taps in the padding."""
+    k, x0, y0 = K[j], X0[j], Y0[j]
+    in_x0 = 0 <= x0 < W
+    in_x1 = 0 <= x0 + 1 < W
+    in_y0 = 0 <= y0 < H
+    in_y1 = 0 <= y0 + 1 < H
+    v00 = src[k] if (in_y0 and in_x0) else zero
+    v01 = src[k + 1] if (in_y0 and in_x1) else zero
+    v10 = src[k + W] if (in_y1 and in_x0) else zero
+    v11 = src[k + W + 1] if (in_y1 and in_x1) else zero
+    return v00, v01, v10, v11, in_x0, in_x1, in_y0, in_y1
+
+
+@njit(cache=True)
+def _row_sums(d, xo):
+    """(sum(d * xo), sum(d)) in a fixed order."""
+    s0 = 0.0
+    s1 = 0.0
+    for j in range(d.shape[0]):
+        s0 += d[j] * xo[j]
+        s1 += d[j]
+    return s0, s1
+
+
+@njit(parallel=True, cache=True)
+def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks):
+    """out[n, c, i, j] = x[n, c] sampled at the input point of output pixel (i, j).
+
+    x: (N, C, H, W); m: (N, 3, 3) float64; out: (N, C, Ho, Wo), same dtype as x. The
+    N * Ho output rows are split into ``tasks`` contiguous runs (any split gives the same
+    result).
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    xf = x.reshape(N, C, H * W)
+    of = out.reshape(N, C, Ho * Wo)
+    xo = _base_coords(Wo, align)
+    yos = _base_coords(Ho, align)
+    rows = N * Ho
+    per = (rows + tasks - 1) // tasks
+    for t in prange(tasks):
+        f64 = np.empty((6, Wo), np.float64)
+        IX, IY, TX, TY, GX, GY = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5]
+        ints = np.empty((3, Wo), np.int64)
+        K, X0, Y0 = ints[0], ints[1], ints[2]
+        KIND = np.empty(Wo, np.int8)
+        wts = np.empty((4, Wo), x.dtype)
+        W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
+        zero = np.zeros(1, x.dtype)[0]
+        for r in range(t * per, min(rows, (t + 1) * per)):
+            n = r // Ho
+            i = r - n * Ho
+            _coords(m[n], yos[i], xo, H, W, border, align, projective, eps16, False,
+                    IX, IY, GX, GY, GX, GX, GX)
+            _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            base = i * Wo
+            if C >= _PIXEL_MAJOR_CHANNELS and not nearest:
+                # Many channels: each sample's taps serve a block of channels (blocks keep
+                # the planes in use few enough for the L1 cache, whatever the strides).
+                xn = xf[n]
+                on = of[n]
+                for cb in range(0, C, _CHANNEL_BLOCK):
+                    ce = min(C, cb + _CHANNEL_BLOCK)
+                    for j in range(Wo):
+                        kind = KIND[j]
+                        k = K[j]
+                        o = base + j
+                        if kind == _INSIDE:
+                            w00, w01, w10, w11 = W00[j], W01[j], W10[j], W11[j]
+                            for c in range(cb, ce):
+                                on[c, o] = (w00 * xn[c, k] + w01 * xn[c, k + 1]
+                                            + w10 * xn[c, k + W] + w11 * xn[c, k + W + 1])
+                        elif kind == _OUTSIDE:
+                            for c in range(cb, ce):
+                                on[c, o] = 0.0
+                        else:
+                            x0, y0 = X0[j], Y0[j]
+                            ok00 = 0 <= y0 < H and 0 <= x0 < W
+                            ok01 = 0 <= y0 < H and 0 <= x0 + 1 < W
+                            ok10 = 0 <= y0 + 1 < H and 0 <= x0 < W
+                            ok11 = 0 <= y0 + 1 < H and 0 <= x0 + 1 < W
+                            w00, w01, w10, w11 = W00[j], W01[j], W10[j], W11[j]
+                            for c in range(cb, ce):
+                                acc = zero
+                                if ok00:
+                                    acc += w00 * xn[c, k]
+                                if ok01:
+                                    acc += w01 * xn[c, k + 1]
+                                if ok10:
+                                    acc += w10 * xn[c, k + W]
+                                if ok11:
+                                    acc += w11 * xn[c, k + W + 1]
+                                on[c, o] = acc
+                continue
+            for c in range(C):
+                src = xf[n, c]
+                dst = of[n, c, base : base + Wo]
+                if nearest:
+                    for j in range(Wo):
+                        dst[j] = src[K[j]] if KIND[j] == _INSIDE else 0.0
+                    continue
+                for j in range(Wo):
+                    kind = KIND[j]
+                    k = K[j]
+                    if kind == _INSIDE:
+                        dst[j] = (W00[j] * src[k] + W01[j] * src[k + 1]
+                                  + W10[j] * src[k + W] + W11[j] * src[k + W + 1])
+                    elif kind == _OUTSIDE:
+                        dst[j] = 0.0
+                    else:
+                        v00, v01, v10, v11, _, _, _, _ = _corner_values(
+                            src, j, H, W, K, X0, Y0, zero)
+                        dst[j] = W00[j] * v00 + W01[j] * v01 + W10[j] * v10 + W11[j] * v11
+
+
+@njit(parallel=True, cache=True)
+def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
+                  eps16):
+    """Gradients of warp_forward.
+
+    gout: (N, C, Ho, Wo); gx: (N, C, H, W) zeros, written when ``need_x``; gm:
+    (N, G, 3, 3) float64 zeros, G = ceil(C / CHANNEL_GROUP), partial matrix gradients of
+    each channel group, written when ``need_m`` (sum over G afterwards).
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = gout.shape[2], gout.shape[3]
+    G = (C + CHANNEL_GROUP - 1) // CHANNEL_GROUP
+    xf = x.reshape(N, C, H * W)
+    gof = gout.reshape(N, C, Ho * Wo)
+    gxf = gx.reshape(gx.shape[0], gx.shape[1], gx.shape[2] * gx.shape[3])
+    coord_grad = need_m and not nearest
+    xo = _base_coords(Wo, align)
+    yos = _base_coords(Ho, align)
+    for t in prange(N * G):
+        n = t // G
+        g = t - n * G
+        c0 = g * CHANNEL_GROUP
+        c1 = min(C, c0 + CHANNEL_GROUP)
+        f64 = np.empty((12, Wo), np.float64)
+        IX, IY, TX, TY, GX, GY = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5]
+        XS, YS, WS, DX, DY, DW = f64[6], f64[7], f64[8], f64[9], f64[10], f64[11]
+        ints = np.empty((3, Wo), np.int64)
+        K, X0, Y0 = ints[0], ints[1], ints[2]
+        KIND = np.empty(Wo, np.int8)
+        wts = np.empty((4, Wo), x.dtype)
+        W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
+        zero = np.zeros(1, x.dtype)[0]
+        one = np.uint64(1)
+        Wu = np.uint64(W)
+        # Matrix-gradient accumulators (scalars, so they live in registers).
+        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        for i in range(Ho):
+            yo = yos[i]
+            _coords(m[n], yo, xo, H, W, border, align, projective, eps16, coord_grad,
+                    IX, IY, GX, GY, XS, YS, WS)
+            _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            base = i * Wo
+            if coord_grad:
+                DX[:] = 0.0
+                DY[:] = 0.0
+            # Pixel-major: each sample's taps are loaded once for the channel group, its
+            # coordinate gradient is summed over the group in registers, and successive
+            # read-modify-writes of one plane are a group's worth of work apart.
+            for j in range(Wo):
+                kind = KIND[j]
+                if kind == _OUTSIDE:
+                    continue
+                k = K[j]
+                o = base + j
+                if nearest:
+                    if need_x:
+                        for c in range(c0, c1):
+                            gxf[n, c, k] += gof[n, c, o]
+                    continue
+                w00, w01, w10, w11 = W00[j], W01[j], W10[j], W11[j]
+                tx, ty = TX[j], TY[j]
+                gix = 0.0
+                giy = 0.0
+                if kind == _INSIDE:
+                    # Unsigned indices: Numba then skips its negative-index wraparound.
+                    k0 = np.uint64(k)
+                    k1 = k0 + one
+                    k2 = k0 + Wu
+                    k3 = k2 + one
+                    for c in range(c0, c1):
+                        gv = gof[n, c, o]
+                        if need_x:
+                            gxf[n, c, k0] += w00 * gv
+                            gxf[n, c, k1] += w01 * gv
+                            gxf[n, c, k2] += w10 * gv
+                            gxf[n, c, k3] += w11 * gv
+                        if coord_grad:
+                            v00, v01 = xf[n, c, k0], xf[n, c, k1]
+                            v10, v11 = xf[n, c, k2], xf[n, c, k3]
+                            gix += gv * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
+                else:
+                    x0, y0 = X0[j], Y0[j]
+                    ok00 = (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
+                    ok01 = (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+                    ok10 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W)
+                    ok11 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+                    for c in range(c0, c1):
+                        gv = gof[n, c, o]
+                        v00 = v01 = v10 = v11 = zero
+                        if ok00:
+                            v00 = xf[n, c, k]
+                            if need_x:
+                                gxf[n, c, k] += w00 * gv
+                        if ok01:
+                            v01 = xf[n, c, k + 1]
+                            if need_x:
+                                gxf[n, c, k + 1] += w01 * gv
+                        if ok10:
+                            v10 = xf[n, c, k + W]
+                            if need_x:
+                                gxf[n, c, k + W] += w10 * gv
+                        if ok11:
+                            v11 = xf[n, c, k + W + 1]
+                            if need_x:
+                                gxf[n, c, k + W + 1] += w11 * gv
+                        if coord_grad:
+                            gix += gv * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
+                if coord_grad:
+                    DX[j] = gix * GX[j]  # dL / d(normalised input x)
+                    DY[j] = giy * GY[j]
+            if coord_grad:
+                # The row's sums in a separate tight loop (the chain rule through the
+                # matrix, Eq. 1: d(x, y) / d(matrix row) = (xo, yo, 1)).
+                if projective:
+                    for j in range(Wo):  # through the division by w
+                        w = WS[j]
+                        dxn = DX[j]
+                        dyn = DY[j]
+                        DX[j] = dxn / w
+                        DY[j] = dyn / w
+                        DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
+                    s0, s1 = _row_sums(DW, xo)
+                    a20 += s0
+                    a21 += s1 * yo
+                    a22 += s1
+                s0, s1 = _row_sums(DX, xo)
+                a00 += s0
+                a01 += s1 * yo
+                a02 += s1
+                s0, s1 = _row_sums(DY, xo)
+                a10 += s0
+                a11 += s1 * yo
+                a12 += s1
+        if need_m:
+            gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
+            gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
+            gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
