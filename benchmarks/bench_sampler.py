@@ -108,6 +108,34 @@ def bench_shape(shape, device: str, backend: str, repeats: int, inputs: int = 3)
     return row
 
 
+def bench_train_step(device: str, backend: str, repeats: int) -> None:
+    """One Adam step of st-cnn-affine (batch 256) with the transformer on each path."""
+    from torchstn.models import build_model
+
+    print(f"\n| model | input | PyTorch step ms | {backend} step ms | ratio |")
+    print("|---|---|---|---|---|")
+    for size, downsample in [(28, False), (42, True), (60, True)]:
+        gen = torch.Generator().manual_seed(0)
+        xs = [torch.rand(256, 1, size, size, generator=gen).to(device) for _ in range(2)]
+        ys = [torch.randint(0, 10, (256,), generator=gen).to(device) for _ in range(2)]
+        torch.manual_seed(0)
+        model = build_model("st-cnn-affine", size, st_downsample=downsample).to(device)
+        opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+        def step(path):
+            def run(k):
+                model.stn.backend = path
+                loss = F.cross_entropy(model(xs[k]), ys[k])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return run
+
+        t_ref, t_fused = _side_by_side(device, [step("torch"), step(backend)], repeats, 2)
+        print(f"| st-cnn-affine | {size}x{size} | {1e3 * t_ref:.1f} | {1e3 * t_fused:.1f} | "
+              f"{t_ref / t_fused:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -135,6 +163,7 @@ def main() -> None:
             cbw = f"{copy_bw:.1f}" if label == "fwd" else ""
             print(f"| {text} | {label} | {1e3 * t_ref:.2f} | {1e3 * t_fused:.2f} | "
                   f"{t_ref / t_fused:.2f}x | {bw} | {cbw} |", flush=True)
+    bench_train_step(args.device, backend, args.repeats)
     if args.device == "cpu":
         from torchstn._numba_backend import compile_seconds
 

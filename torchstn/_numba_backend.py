@@ -12,7 +12,6 @@ import importlib.util
 import time
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .warping import Backend, WarpCall
 
@@ -72,8 +71,12 @@ class _FusedWarp(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError(
+                "backend 'numba' does not support double backward (create_graph=True); "
+                "use backend='torch' for higher-order gradients"
+            )
         k = _load()
         x, m = ctx.saved_tensors
         nearest, border, align, projective, eps16, m_dtype = ctx.options

@@ -1,0 +1,272 @@
+"""The fused CPU kernels (backend="numba") against the reference path (backend="torch")."""
+
+import itertools
+import re
+
+import pytest
+import torch
+
+import torchstn as ts
+from torchstn import _numba_backend, _numba_kernels, warping
+
+MATRIX_FAMILIES = ["translation", "attention", "rotation", "similarity", "affine", "projective"]
+MODES = ["bilinear", "nearest"]
+PADDINGS = ["zeros", "border"]
+
+
+def _params(family, n, dtype, generator, spread=0.3):
+    tf = ts.get_transform(family)
+    noise = spread * torch.randn(n, tf.num_params, generator=generator, dtype=torch.float64)
+    if family == "projective":
+        noise[:, 6:] *= 0.3  # keep the horizon off the image for the generic cases
+    return (tf.identity(dtype=torch.float64) + noise).to(dtype)
+
+
+def _both(x, p, family, **kw):
+    """Output and gradients (input, params) of the fused and the reference path."""
+    results = []
+    g = torch.randn(x.shape[0], x.shape[1], *(kw.get("out_size") or x.shape[2:]),
+                    generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(x.dtype)
+    for backend in ("numba", "torch"):
+        xi = x.detach().clone().requires_grad_(True)
+        pi = p.detach().clone().requires_grad_(True)
+        out = ts.warp(xi, pi, family, backend=backend, **kw)
+        gx, gp = torch.autograd.grad(out, (xi, pi), g)
+        results.append((out.detach(), gx, gp))
+    return results
+
+
+def _nearest_ties(x, p, family, out_size, align_corners):
+    """Output pixels whose nearest-neighbour choice is within 1e-4 px of a rounding tie.
+
+    There float32 rounding decides the pixel, and the two paths round differently.
+    """
+    tf = ts.get_transform(family)
+    grid = tf.grid(p.double(), (x.shape[0], 1, *out_size), align_corners=align_corners)
+    h, w = x.shape[2:]
+    size = torch.tensor([w, h], dtype=torch.float64)
+    pix = (grid + 1) / 2 * (size - 1) if align_corners else ((grid + 1) * size - 1) / 2
+    frac = pix - pix.floor()
+    return ((frac - 0.5).abs() < 1e-4).any(-1)  # (N, Ho, Wo)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("family", MATRIX_FAMILIES)
+def test_matches_reference_every_combination(family, dtype):
+    gen = torch.Generator().manual_seed(0)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for mode, padding, align, (channels, out_size) in itertools.product(
+        MODES, PADDINGS, [False, True], [(1, (9, 11)), (3, (7, 13)), (10, (12, 6))]
+    ):
+        x = torch.rand(3, channels, 9, 11, generator=gen, dtype=torch.float64).to(dtype)
+        p = _params(family, 3, dtype, gen)
+        kw = dict(mode=mode, padding_mode=padding, align_corners=align, out_size=out_size)
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family, **kw)
+        where = f"{family} {mode} {padding} align={align} C={channels} out={out_size}"
+        keep = torch.ones_like(out, dtype=torch.bool)
+        if mode == "nearest" and dtype == torch.float32:
+            keep = ~_nearest_ties(x, p, family, out_size, align)[:, None].expand_as(out)
+            assert keep.float().mean() > 0.95, where
+        assert (out - ref)[keep].abs().max() <= tol, where
+        if mode == "nearest" and not bool(keep.all()):
+            continue  # the input gradient follows the (tie-broken) pixel choice
+        assert (gx - rgx).abs().max() <= tol * 10, where
+        scale = rgp.abs().max().clamp_min(1.0)
+        assert (gp - rgp).abs().max() <= tol * 10 * scale, where
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_points_far_outside_the_image(padding):
+    x = torch.rand(2, 2, 8, 8, dtype=torch.float64)
+    # Translated by 1e3 image widths; scaled down 1e5 times (every point at the centre
+    # pixel's neighbourhood... of a far-away point); a huge attention scale.
+    cases = {
+        "translation": torch.tensor([[1e3, -2e3], [-5e4, 3.0]], dtype=torch.float64),
+        "attention": torch.tensor([[11.0, 0.0, 0.0], [-10.0, 1e4, 1e4]], dtype=torch.float64),
+        "affine": torch.tensor([[1e6, 0, 0, 0, 1e6, 0], [1, 2, 3e5, 4, 5, 6]],
+                               dtype=torch.float64),
+    }
+    for family, p in cases.items():
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family, padding_mode=padding)
+        assert torch.equal(out, ref) or (out - ref).abs().max() < 1e-12, family
+        assert (gx - rgx).abs().max() < 1e-12, family
+        assert (gp - rgp).abs().max() <= 1e-10 * rgp.abs().max().clamp_min(1.0), family
+        if padding == "zeros":
+            assert out[0].abs().max() == 0, family  # the first image lies entirely outside
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_projective_points_at_and_behind_infinity(align):
+    x = torch.rand(3, 2, 10, 12, dtype=torch.float64)
+    eye = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float64)
+    p = eye.repeat(3, 1)
+    p[0, 6] = 2.0  # w = 2x + 1: the horizon x = -1/2 crosses the image, left of it w < 0
+    p[1, 7] = -1.0  # w = 1 - y: the horizon is the bottom edge at y = 1 (align_corners)
+    p[2, 6:] = torch.tensor([1.0, 1.0])  # w = 1 + x + y: w = 0 on the anti-diagonal corner
+    for padding in PADDINGS:
+        kw = dict(padding_mode=padding, align_corners=align, out_size=(11, 13))
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, "projective", **kw)
+        assert torch.isfinite(out).all() and torch.isfinite(gp).all()
+        assert (out - ref).abs().max() < 1e-10
+        assert (gx - rgx).abs().max() < 1e-10
+        assert (gp - rgp).abs().max() < 1e-8 * rgp.abs().max().clamp_min(1.0)
+
+
+def test_float32_large_image_and_output_size():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 40, 50, generator=gen)
+    p = _params("affine", 2, torch.float32, gen, spread=0.2)
+    for out_size in [(80, 30), (1, 1), (3, 97)]:
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, "affine", out_size=out_size)
+        assert (out - ref).abs().max() <= 1e-5
+        assert (gx - rgx).abs().max() <= 1e-4
+        assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max().clamp_min(1.0)
+
+
+@pytest.mark.parametrize("family", ["affine", "projective"])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("align", [False, True])
+def test_gradcheck(family, padding, align):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    p = _params(family, 2, torch.float64, gen, spread=0.15).requires_grad_(True)
+
+    def f(x, p):
+        return ts.warp(x, p, family, backend="numba", padding_mode=padding,
+                       align_corners=align, out_size=(4, 7))
+
+    assert torch.autograd.gradcheck(f, (x, p), eps=1e-6, atol=1e-5)
+
+
+def _run(x, p, family="affine", threads=None, **kw):
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        xi = x.clone().requires_grad_(True)
+        pi = p.clone().requires_grad_(True)
+        out = ts.warp(xi, pi, family, backend="numba", **kw)
+        gx, gp = torch.autograd.grad(out, (xi, pi), torch.ones_like(out) * 0.37)
+        return out, gx, gp
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("family", ["affine", "projective"])
+def test_deterministic_across_runs_and_thread_counts(family):
+    gen = torch.Generator().manual_seed(3)
+    # 40 channels: three channel groups, summed in a fixed order.
+    x = torch.rand(5, 40, 17, 19, generator=gen)
+    p = _params(family, 5, torch.float32, gen)
+    first = _run(x, p, family, threads=1)
+    for threads in (1, 2, 3):
+        again = _run(x, p, family, threads=threads)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b), threads
+
+
+def test_input_gradient_skipped_when_not_needed(monkeypatch):
+    calls = []
+    real = _numba_kernels.warp_backward
+
+    def spy(*args):
+        calls.append(args[5:7])  # need_x, need_m
+        return real(*args)
+
+    monkeypatch.setattr(_numba_kernels, "warp_backward", spy)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 8, 8, generator=gen)
+    p = _params("affine", 2, torch.float32, gen).requires_grad_(True)
+    ts.warp(x, p, "affine", backend="numba").sum().backward()
+    assert calls == [(False, True)]
+    (gp_ref,) = torch.autograd.grad(ts.warp(x, p, "affine", backend="torch").sum(), p)
+    assert (p.grad - gp_ref).abs().max() < 1e-4
+    xg = x.clone().requires_grad_(True)
+    ts.warp(xg, p.detach(), "affine", backend="numba").sum().backward()
+    assert calls[-1] == (True, False)
+
+
+def test_auto_uses_numba_on_cpu_and_falls_back_otherwise():
+    x = torch.rand(1, 1, 4, 4)
+    tf = ts.get_transform("affine")
+
+    def chosen(**kw):
+        opts = dict(mode="bilinear", padding_mode="zeros", align_corners=False)
+        opts.update(kw)
+        inp = opts.pop("input", x)
+        family = ts.get_transform(opts.pop("family", "affine"))
+        params = family.identity().repeat(1, 1).to(torch.float32)
+        call = warping.WarpCall(inp, params, family, (4, 4), opts["mode"],
+                                opts["padding_mode"], opts["align_corners"])
+        return warping.select_backend("auto", call).name
+
+    assert ts.list_backends()[0] == "numba"
+    assert chosen() == "numba"
+    assert chosen(mode="bicubic") == "torch"
+    assert chosen(padding_mode="reflection") == "torch"
+    assert chosen(family="tps") == "torch"
+    assert chosen(input=x.half()) == "torch"
+    assert tf.is_matrix
+    # Fallback results are the reference path's, exactly.
+    p = torch.tensor([[0.1, 0.2, 0.0, -0.1, 0.9, 0.05]])
+    for kw in [dict(mode="bicubic"), dict(padding_mode="reflection")]:
+        assert torch.equal(ts.warp(x, p, "affine", **kw),
+                           ts.warp(x, p, "affine", backend="torch", **kw))
+
+
+def test_forced_numba_errors_say_why():
+    x = torch.rand(1, 1, 4, 4)
+    p = torch.zeros(1, 6)
+    cases = [
+        (dict(mode="bicubic"), "it supports mode 'bilinear' and 'nearest', got 'bicubic'"),
+        (dict(padding_mode="reflection"),
+         "it supports padding_mode 'zeros' and 'border', got 'reflection'"),
+    ]
+    for kw, why in cases:
+        with pytest.raises(ValueError, match=re.escape(f"backend 'numba' cannot run this warp: {why}")):
+            ts.warp(x, p, "affine", backend="numba", **kw)
+    with pytest.raises(ValueError, match="it supports float32 and float64 input, got torch.float16"):
+        ts.warp(x.half(), p, "affine", backend="numba")
+    with pytest.raises(ValueError, match="it supports the 2-D matrix families, got 'tps'"):
+        ts.warp(x, ts.get_transform("tps").identity()[None], "tps", backend="numba")
+    with pytest.raises(ValueError, match="got 'affine3d'"):
+        ts.warp(torch.rand(1, 1, 2, 3, 3), torch.zeros(1, 12), "affine3d", backend="numba")
+
+
+def test_without_numba_auto_falls_back_and_forcing_fails(monkeypatch):
+    backend = warping._BACKENDS["numba"]
+    monkeypatch.setattr(backend, "_available", False)
+    x = torch.rand(1, 1, 4, 4)
+    p = torch.tensor([[0.1, 0.2]])
+    assert torch.equal(ts.warp(x, p, "translation"), ts.warp(x, p, "translation", backend="torch"))
+    with pytest.raises(ValueError, match=re.escape("numba is not installed (pip install numba)")):
+        ts.warp(x, p, "translation", backend="numba")
+
+
+def test_nonfinite_params_and_noncontiguous_input():
+    x = torch.rand(3, 4, 6, 6).transpose(2, 3)  # not contiguous
+    p = torch.tensor([[0.1, 0.0], [float("nan"), 0.0], [0.0, float("inf")]])
+    out = ts.warp(x, p, "translation", backend="numba")
+    ref = ts.warp(x, p, "translation", backend="torch")
+    assert torch.isnan(out[1:]).all() and torch.isnan(ref[1:]).all()
+    assert (out[0] - ref[0]).abs().max() < 1e-6
+    x_cl = torch.rand(2, 3, 5, 5).to(memory_format=torch.channels_last)
+    q = torch.tensor([[0.3, -0.2], [0.0, 0.1]])
+    assert (ts.warp(x_cl, q, "translation", backend="numba")
+            - ts.warp(x_cl, q, "translation", backend="torch")).abs().max() < 1e-6
+
+
+def test_second_derivative_is_refused_clearly():
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    p = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    out = ts.warp(x, p, "translation", backend="numba")
+    with pytest.raises(RuntimeError, match=re.escape("backend 'numba' does not support double backward (create_graph=True); use backend='torch'")):
+        torch.autograd.grad(out.sum(), p, create_graph=True)
+    out = ts.warp(x, p, "translation", backend="torch")
+    (gp,) = torch.autograd.grad(out.sum(), p, create_graph=True)  # the reference path can
+    assert gp.requires_grad
+
+
+def test_compile_times_are_recorded():
+    ts.warp(torch.rand(1, 1, 3, 3), torch.zeros(1, 2), "translation", backend="numba")
+    assert any(k.startswith("forward[") for k in _numba_backend.compile_seconds)
