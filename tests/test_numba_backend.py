@@ -50,9 +50,17 @@ def _nearest_ties(x, p, family, out_size, align_corners):
     return ((frac - 0.5).abs() < 1e-4).any(-1)  # (N, Ho, Wo)
 
 
+@pytest.fixture(params=["serial", "parallel"])
+def kernels(request, monkeypatch):
+    """Run small warps through the serial kernels (the default) or the parallel ones."""
+    if request.param == "parallel":
+        monkeypatch.setattr(_numba_backend, "SERIAL_BELOW", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("family", MATRIX_FAMILIES)
-def test_matches_reference_every_combination(family, dtype):
+def test_matches_reference_every_combination(family, dtype, kernels):
     gen = torch.Generator().manual_seed(0)
     tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
     for mode, padding, align, (channels, out_size) in itertools.product(
@@ -76,7 +84,7 @@ def test_matches_reference_every_combination(family, dtype):
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
-def test_points_far_outside_the_image(padding):
+def test_points_far_outside_the_image(padding, kernels):
     x = torch.rand(2, 2, 8, 8, dtype=torch.float64)
     # Translated by 1e3 image widths; scaled down 1e5 times (every point at the centre
     # pixel's neighbourhood... of a far-away point); a huge attention scale.
@@ -96,7 +104,7 @@ def test_points_far_outside_the_image(padding):
 
 
 @pytest.mark.parametrize("align", [False, True])
-def test_projective_points_at_and_behind_infinity(align):
+def test_projective_points_at_and_behind_infinity(align, kernels):
     x = torch.rand(3, 2, 10, 12, dtype=torch.float64)
     eye = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float64)
     p = eye.repeat(3, 1)
@@ -126,7 +134,7 @@ def test_float32_large_image_and_output_size():
 @pytest.mark.parametrize("family", ["affine", "projective"])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("align", [False, True])
-def test_gradcheck(family, padding, align):
+def test_gradcheck(family, padding, align, kernels):
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(2, 2, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     p = _params(family, 2, torch.float64, gen, spread=0.15).requires_grad_(True)
@@ -155,6 +163,7 @@ def _run(x, p, family="affine", threads=None, **kw):
 @pytest.mark.parametrize("family", ["affine", "projective"])
 def test_deterministic_across_runs_and_thread_counts(family):
     gen = torch.Generator().manual_seed(3)
+    assert 5 * 40 * 17 * 19 > _numba_backend.SERIAL_BELOW  # the parallel kernels
     # 40 channels: three channel groups, summed in a fixed order.
     x = torch.rand(5, 40, 17, 19, generator=gen)
     p = _params(family, 5, torch.float32, gen)
@@ -167,13 +176,15 @@ def test_deterministic_across_runs_and_thread_counts(family):
 
 def test_input_gradient_skipped_when_not_needed(monkeypatch):
     calls = []
-    real = _numba_kernels.warp_backward
 
-    def spy(*args):
-        calls.append(args[5:7])  # need_x, need_m
-        return real(*args)
+    def spy_on(real):
+        def spy(*args):
+            calls.append(args[5:7])  # need_x, need_m
+            return real(*args)
+        return spy
 
-    monkeypatch.setattr(_numba_kernels, "warp_backward", spy)
+    for name in ("warp_backward", "warp_backward_serial"):
+        monkeypatch.setattr(_numba_kernels, name, spy_on(getattr(_numba_kernels, name)))
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(2, 3, 8, 8, generator=gen)
     p = _params("affine", 2, torch.float32, gen).requires_grad_(True)

@@ -31,6 +31,11 @@ def _load():
     return _kernels
 
 
+#: Below this many output values a warp runs on the calling thread: waking the thread
+#: pool costs more than it saves (and far more when the machine is busy).
+SERIAL_BELOW = 1 << 15
+
+
 def _timed(name: str, fn, *args) -> None:
     """Run a kernel, recording the first call (the compile) separately."""
     if name in compile_seconds:
@@ -61,11 +66,13 @@ class _FusedWarp(torch.autograd.Function):
         x = input.detach().contiguous()
         m = matrix.detach().to(torch.float64).contiguous()
         out = torch.empty(x.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
-        threads = _set_threads()
+        serial = out.numel() < SERIAL_BELOW
+        threads = 1 if serial else _set_threads()
         # Contiguous runs of output rows; the split does not change the result.
         tasks = max(1, min(x.shape[0] * out_h, 8 * threads))
-        _timed(f"forward[{x.dtype}]", k.warp_forward, x.numpy(), m.numpy(), out.numpy(),
-               nearest, border, align, projective, _eps16(matrix.dtype), tasks)
+        fn = k.warp_forward_serial if serial else k.warp_forward
+        _timed(f"forward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
+               out.numpy(), nearest, border, align, projective, _eps16(matrix.dtype), tasks)
         ctx.save_for_backward(x, m)
         ctx.options = (nearest, border, align, projective, _eps16(matrix.dtype), matrix.dtype)
         return out
@@ -88,10 +95,13 @@ class _FusedWarp(torch.autograd.Function):
         groups = -(-c // k.CHANNEL_GROUP)
         gx = torch.zeros_like(x) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = torch.zeros(n if need_m else 1, groups if need_m else 1, 3, 3, dtype=torch.float64)
-        _set_threads()
-        _timed(f"backward[{x.dtype}]", k.warp_backward, x.numpy(), m.numpy(), go.numpy(),
-               gx.numpy(), gm.numpy(), need_x, need_m, nearest, border, align, projective,
-               eps16)
+        serial = go.numel() < SERIAL_BELOW
+        if not serial:
+            _set_threads()
+        fn = k.warp_backward_serial if serial else k.warp_backward
+        _timed(f"backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
+               go.numpy(), gx.numpy(), gm.numpy(), need_x, need_m, nearest, border, align,
+               projective, eps16)
         grad_m = None
         if need_m:
             # Fixed-order sum of the per-channel-group partials: deterministic.

@@ -118,22 +118,24 @@ def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads,
 @njit(inline="always", cache=True)
 def _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11):
     """Classify each sample and compute its taps (see _Row); branch-free, so it vectorises."""
-    for j in range(IX.shape[0]):
-        # Coordinates beyond [-2, size + 1] read only padding; clamping them there keeps
-        # the integer conversion defined (NaN goes to -2, also padding).
-        ix = IX[j]
-        iy = IY[j]
-        ix = ix if ix > -2.0 else -2.0
-        ix = ix if ix < W + 1.0 else W + 1.0
-        iy = iy if iy > -2.0 else -2.0
-        iy = iy if iy < H + 1.0 else H + 1.0
-        if nearest:
+    # Coordinates beyond [-2, size + 1] read only padding; clamping them there keeps the
+    # integer conversion defined (NaN goes to -2, also padding).
+    lo = -2.0
+    hi_x = W + 1.0
+    hi_y = H + 1.0
+    if nearest:
+        for j in range(IX.shape[0]):
+            ix = min(max(IX[j], lo), hi_x) if IX[j] == IX[j] else lo
+            iy = min(max(IY[j], lo), hi_y) if IY[j] == IY[j] else lo
             xn = int(np.rint(ix))  # round half to even, as grid_sample's nearbyint
             yn = int(np.rint(iy))
             inside = (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
             KIND[j] = _INSIDE if inside else _OUTSIDE
             K[j] = yn * W + xn
-            continue
+        return
+    for j in range(IX.shape[0]):
+        ix = min(max(IX[j], lo), hi_x) if IX[j] == IX[j] else lo
+        iy = min(max(IY[j], lo), hi_y) if IY[j] == IY[j] else lo
         x0f = np.floor(ix)
         y0f = np.floor(iy)
         tx = ix - x0f
@@ -410,3 +412,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
             gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
             gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
+
+
+# The same kernels on the calling thread (prange runs as range), for small warps.
+warp_forward_serial = njit(cache=True)(warp_forward.py_func)
+warp_backward_serial = njit(cache=True)(warp_backward.py_func)
