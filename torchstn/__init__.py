@@ -5,7 +5,8 @@ Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids s
 ``align_corners`` means what it means in :func:`torch.nn.functional.grid_sample`.
 """
 
-from ._numba_backend import NumbaBackend  # noqa: E402  (needs warping's Backend)
+from ._numba_backend import NumbaBackend
+from ._triton_backend import TritonBackend
 from .grids import FAR, affine_grid, identity_grid, projective_grid
 from .homography import homography_from_points
 from .modules import LocalizationNet, SpatialTransformer
@@ -20,8 +21,10 @@ from .transforms import (
 )
 from .warping import Backend, list_backends, register_backend, warp
 
-# The fused CPU kernels come first for backend="auto" (they import Numba lazily).
+# backend="auto" tries the fused CPU kernels, then the fused GPU kernels, then the
+# reference path (both fused backends import their compiler lazily).
 register_backend(NumbaBackend())
+register_backend(TritonBackend(), first=False)
 
 __version__ = "0.1.0"
 

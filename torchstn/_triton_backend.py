@@ -1,0 +1,154 @@
+"""The fused GPU backend: matrix families warped by Triton kernels, deterministic backward.
+
+See :mod:`torchstn._triton_kernels` for the kernels and the determinism method. On the
+CPU the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``), for testing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .warping import Backend, WarpCall
+
+__all__ = ["TritonBackend", "triton_warp"]
+
+_kernels = None
+_EPS16 = 16 * torch.finfo(torch.float32).eps
+
+
+def _load():
+    global _kernels
+    if _kernels is None:
+        from . import _triton_kernels
+
+        _kernels = _triton_kernels
+    return _kernels
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _fixed_point_scale(grad_out: torch.Tensor) -> torch.Tensor:
+    """Per-image power-of-two scale 2^s with sum(|grad_out[n]|) * 2^s <= 2^62.
+
+    Every input-gradient value is a weighted sum (weights in [0, 1]) of a subset of one
+    image's output gradients, so no fixed-point sum can exceed 2^62 in magnitude.
+    """
+    total = grad_out.float().abs().flatten(1).sum(1)
+    exponent = torch.floor(62.0 - torch.log2(total.clamp_min(1e-30))).clamp(-100.0, 100.0)
+    return torch.exp2(exponent).contiguous(), torch.isfinite(total)
+
+
+class _TritonWarp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, matrix, out_h, out_w, nearest, border, align, projective):
+        k = _load()
+        x = input.detach()
+        m = matrix.detach().to(torch.float32).contiguous()
+        n, c, h, w = x.shape
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and c > 1
+        out = torch.empty(n, c, out_h, out_w, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last if channels_last
+                          else torch.contiguous_format)
+        grid = (-(-out_h * out_w // k.BLOCK), n)
+        k.warp_fwd_kernel[grid](x, m, out, c, h, w, out_h, out_w, *x.stride(), *out.stride(),
+                                _EPS16, NEAREST=nearest, BORDER=border, ALIGN=align,
+                                PROJ=projective, BLOCK=k.BLOCK)
+        ctx.save_for_backward(x, m)
+        ctx.options = (nearest, border, align, projective, matrix.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "backend 'triton' does not support double backward (create_graph=True); "
+                "use backend='torch' for higher-order gradients"
+            )
+        k = _load()
+        x, m = ctx.saved_tensors
+        nearest, border, align, projective, m_dtype = ctx.options
+        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_m):
+            return (None,) * 8
+        n, c, h, w = x.shape
+        out_h, out_w = grad_out.shape[2:]
+        programs = -(-out_h * out_w // k.BLOCK)
+        scale, finite = _fixed_point_scale(grad_out)
+        dev = x.device
+        q = torch.zeros(n, c, h, w, dtype=torch.int64, device=dev) if need_x else \
+            torch.zeros(1, dtype=torch.int64, device=dev)
+        part = torch.zeros(n, programs, 9, dtype=torch.float32, device=dev)
+        k.warp_bwd_kernel[(programs, n)](
+            x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, *x.stride(),
+            *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
+            BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        gx = gm = None
+        if need_x:
+            gx = torch.empty(n, c, h, w, dtype=x.dtype, device=dev)
+            total = q.numel()
+            k.fixed_to_float_kernel[(-(-total // 1024),)](q, scale, gx, c * h * w, total,
+                                                         BLOCK=1024)
+            # Non-finite output gradients have no fixed-point form: say so with NaN.
+            gx = torch.where(finite.view(-1, 1, 1, 1), gx, torch.full_like(gx, float("nan")))
+        if need_m:
+            gm = part.sum(1).view(n, 3, 3)
+            if not projective:
+                gm[:, 2] = 0.0
+            gm = gm.to(m_dtype)
+        return gx, gm, None, None, None, None, None, None
+
+
+def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_size, *, mode: str = "bilinear",
+                padding_mode: str = "zeros", align_corners: bool = False,
+                projective: bool = False) -> torch.Tensor:
+    """Warp ``input`` (N, C, H, W) by homogeneous ``matrix`` (N, 3, 3) with the Triton kernel.
+
+    The same result as sampling with :func:`torchstn.affine_grid` (``matrix[:, :2]``) or
+    :func:`torchstn.projective_grid` (``projective=True``). Inputs are trusted: go through
+    :func:`torchstn.warp` for checked calls.
+    """
+    return _TritonWarp.apply(input, matrix, int(out_size[0]), int(out_size[1]),
+                             mode == "nearest", padding_mode == "border", bool(align_corners),
+                             bool(projective))
+
+
+class TritonBackend(Backend):
+    """Fused GPU kernels for 2-D matrix families (bilinear/nearest, zeros/border padding)."""
+
+    name = "triton"
+
+    def __init__(self):
+        self._available = importlib.util.find_spec("triton") is not None
+
+    def unsupported(self, call: WarpCall) -> str | None:
+        x = call.input
+        if not self._available:
+            return "triton is not installed (pip install triton)"
+        if x.device.type != "cuda" and not (x.device.type == "cpu" and interpreting()):
+            return (f"it runs on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), got a "
+                    f"tensor on {x.device}")
+        if not call.transform.is_matrix or call.transform.ndim != 2:
+            return (f"it supports the 2-D matrix families, got {call.transform.name!r} "
+                    "(use backend='torch')")
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return f"it supports float32, float16 and bfloat16 input, got {x.dtype}"
+        if call.mode not in ("bilinear", "nearest"):
+            return f"it supports mode 'bilinear' and 'nearest', got {call.mode!r}"
+        if call.padding_mode not in ("zeros", "border"):
+            return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
+        if x.numel() == 0 or 0 in call.out_size:
+            return "empty input or output"
+        return None
+
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        tf = call.transform
+        matrix = tf._matrix(call.params)
+        return triton_warp(call.input, matrix, call.out_size, mode=call.mode,
+                           padding_mode=call.padding_mode, align_corners=call.align_corners,
+                           projective=tf.projective)

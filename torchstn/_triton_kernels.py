@@ -1,0 +1,248 @@
+"""Fused GPU warp kernels (Triton): sample coordinates computed from the matrix per pixel.
+
+One program handles ``BLOCK`` output pixels of one image, for every channel; neither the
+(N, H, W, 2) grid nor its gradient is ever written to memory. Coordinates and sums are
+in float32 whatever the image dtype (float32, float16, bfloat16); tensors are addressed
+through their strides, so channels-last images need no copy.
+
+Deterministic backward (bit-identical run to run, no floating-point atomics):
+
+* input gradient: every contribution ``w * g`` is rounded ONCE to a fixed-point integer
+  (``round(w * g * 2^s)``, with one power-of-two scale ``2^s`` per image chosen so that
+  no sum can overflow int64) and accumulated with integer atomics. Integer addition is
+  exact and associative, so the order in which the GPU performs the atomics cannot change
+  the result. A second pass converts the sums back to floating point.
+* parameter gradient: each program reduces its pixels and channels to 9 partial sums in a
+  fixed order (``tl.sum``) and writes them to its own slot; the slots are summed by
+  ``torch.sum`` afterwards, whose order does not depend on scheduling.
+
+These kernels also run on the CPU in Triton's interpreter (``TRITON_INTERPRET=1``), which
+is how the test suite checks them on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+FAR = 1.0e4  # torchstn.grids.FAR
+BLOCK = 256
+
+
+@triton.jit
+def _sample_points(m_ptr, n, offs, mask, H, W, Ho, Wo, eps16,
+                   BORDER: tl.constexpr, ALIGN: tl.constexpr, PROJ: tl.constexpr):
+    """Input pixel coordinates of the output pixels ``offs`` of image ``n``.
+
+    Returns ix, iy, d(ix)/dx, d(iy)/dy (0 where the coordinate does not depend on the
+    matrix), the normalised point (x, y), w, and the normalised output point (xo, yo).
+    """
+    i = offs // Wo
+    j = offs - i * Wo
+    if ALIGN:
+        xo = tl.where(Wo > 1, -1.0 + 2.0 * j.to(tl.float32) / tl.maximum(Wo - 1, 1), 0.0)
+        yo = tl.where(Ho > 1, -1.0 + 2.0 * i.to(tl.float32) / tl.maximum(Ho - 1, 1), 0.0)
+        sx = 0.5 * (W - 1)
+        sy = 0.5 * (H - 1)
+    else:
+        xo = (2.0 * j.to(tl.float32) + 1.0) / Wo - 1.0
+        yo = (2.0 * i.to(tl.float32) + 1.0) / Ho - 1.0
+        sx = 0.5 * W
+        sy = 0.5 * H
+    mb = m_ptr + n * 9
+    m00 = tl.load(mb + 0)
+    m01 = tl.load(mb + 1)
+    m02 = tl.load(mb + 2)
+    m10 = tl.load(mb + 3)
+    m11 = tl.load(mb + 4)
+    m12 = tl.load(mb + 5)
+    x = m00 * xo + m01 * yo + m02
+    y = m10 * xo + m11 * yo + m12
+    one = tl.full(xo.shape, 1.0, tl.float32)
+    okx = one
+    oky = one
+    w = one
+    if PROJ:
+        m20 = tl.load(mb + 6)
+        m21 = tl.load(mb + 7)
+        m22 = tl.load(mb + 8)
+        thresh = eps16 * (tl.abs(m20) + tl.abs(m21) + tl.abs(m22))
+        wr = m20 * xo + m21 * yo + m22
+        valid = wr > thresh
+        w = tl.where(valid, wr, 1.0)
+        x = x / w
+        y = y / w
+        okx = tl.where(valid & (x <= FAR) & (x >= -FAR), 1.0, 0.0)
+        oky = tl.where(valid & (y <= FAR) & (y >= -FAR), 1.0, 0.0)
+        x = tl.where(valid, tl.minimum(tl.maximum(x, -FAR), FAR), FAR)
+        y = tl.where(valid, tl.minimum(tl.maximum(y, -FAR), FAR), FAR)
+    ox = 0.5 * (W - 1)
+    oy = 0.5 * (H - 1)
+    ix = x * sx + ox
+    iy = y * sy + oy
+    dx = sx * okx
+    dy = sy * oky
+    if BORDER:  # as grid_sample's clip_coordinates_set_grad
+        keep_x = (ix > 0.0) & (ix < W - 1)
+        keep_y = (iy > 0.0) & (iy < H - 1)
+        dx = tl.where(keep_x, dx, 0.0)
+        dy = tl.where(keep_y, dy, 0.0)
+        ix = tl.where(keep_x, ix, tl.where(ix > 0.0, W - 1.0, 0.0))
+        iy = tl.where(keep_y, iy, tl.where(iy > 0.0, H - 1.0, 0.0))
+    # Beyond [-2, size + 1] only padding is read; clamping keeps integer conversion
+    # defined (NaN goes to -2).
+    ix = tl.where(ix > -2.0, tl.minimum(ix, W + 1.0), -2.0)
+    iy = tl.where(iy > -2.0, tl.minimum(iy, H + 1.0), -2.0)
+    return ix, iy, dx, dy, x, y, w, xo, yo
+
+
+@triton.jit
+def _round_half_even(v):
+    r = tl.floor(v + 0.5)
+    tie = (r - v) == 0.5
+    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+    return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo,
+                    sxn, sxc, sxh, sxw, son, soc, soh, sow, eps16,
+                    NEAREST: tl.constexpr, BORDER: tl.constexpr, ALIGN: tl.constexpr,
+                    PROJ: tl.constexpr, BLOCK: tl.constexpr):
+    n = tl.program_id(1).to(tl.int64)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < Ho * Wo
+    ix, iy, _, _, _, _, _, _, _ = _sample_points(m_ptr, n, offs, mask, H, W, Ho, Wo, eps16,
+                                                 BORDER, ALIGN, PROJ)
+    i = offs // Wo
+    j = offs - i * Wo
+    x_base = x_ptr + n * sxn
+    o_ptrs = out_ptr + n * son + i.to(tl.int64) * soh + j.to(tl.int64) * sow
+    if NEAREST:
+        xn = _round_half_even(ix).to(tl.int64)
+        yn = _round_half_even(iy).to(tl.int64)
+        ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+        src = x_base + yn * sxh + xn * sxw
+        for c in range(C):
+            v = tl.load(src + c * sxc, mask=ok, other=0.0)
+            tl.store(o_ptrs + c * soc, v, mask=mask)
+    else:
+        x0f = tl.floor(ix)
+        y0f = tl.floor(iy)
+        tx = ix - x0f
+        ty = iy - y0f
+        x0 = x0f.to(tl.int64)
+        y0 = y0f.to(tl.int64)
+        in_x0 = (x0 >= 0) & (x0 < W)
+        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < W)
+        in_y0 = (y0 >= 0) & (y0 < H)
+        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < H)
+        w00 = (1.0 - tx) * (1.0 - ty)
+        w01 = tx * (1.0 - ty)
+        w10 = (1.0 - tx) * ty
+        w11 = tx * ty
+        p00 = x_base + y0 * sxh + x0 * sxw
+        for c in range(C):
+            p = p00 + c * sxc
+            v00 = tl.load(p, mask=mask & in_y0 & in_x0, other=0.0).to(tl.float32)
+            v01 = tl.load(p + sxw, mask=mask & in_y0 & in_x1, other=0.0).to(tl.float32)
+            v10 = tl.load(p + sxh, mask=mask & in_y1 & in_x0, other=0.0).to(tl.float32)
+            v11 = tl.load(p + sxh + sxw, mask=mask & in_y1 & in_x1, other=0.0).to(tl.float32)
+            acc = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
+            tl.store(o_ptrs + c * soc, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, Ho, Wo,
+                    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, eps16,
+                    NEED_X: tl.constexpr, NEED_M: tl.constexpr, NEAREST: tl.constexpr,
+                    BORDER: tl.constexpr, ALIGN: tl.constexpr, PROJ: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """Input gradient into ``gx_ptr`` (int64 fixed point, contiguous (N, C, H, W), scale
+    ``scale_ptr[n]``) and 9 partial matrix-gradient sums into ``part_ptr[n, program]``."""
+    pid = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < Ho * Wo
+    ix, iy, dxdn, dydn, x, y, w, xo, yo = _sample_points(
+        m_ptr, n, offs, mask, H, W, Ho, Wo, eps16, BORDER, ALIGN, PROJ)
+    i = offs // Wo
+    j = offs - i * Wo
+    x_base = x_ptr + n * sxn
+    g_ptrs = go_ptr + n * sgn + i.to(tl.int64) * sgh + j.to(tl.int64) * sgw
+    gx_base = gx_ptr + n * C * H * W
+    scale = tl.load(scale_ptr + n)
+    if NEAREST:
+        if NEED_X:
+            xn = _round_half_even(ix).to(tl.int64)
+            yn = _round_half_even(iy).to(tl.int64)
+            ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+            for c in range(C):
+                g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
+                q = tl.floor(g * scale + 0.5).to(tl.int64)
+                tl.atomic_add(gx_base + c * H * W + yn * W + xn, q, mask=ok)
+        # Nearest sampling has no coordinate gradient: the partial sums stay zero.
+    else:
+        x0f = tl.floor(ix)
+        y0f = tl.floor(iy)
+        tx = ix - x0f
+        ty = iy - y0f
+        x0 = x0f.to(tl.int64)
+        y0 = y0f.to(tl.int64)
+        ok00 = mask & (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
+        ok01 = mask & (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+        ok10 = mask & (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W)
+        ok11 = mask & (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+        w00 = (1.0 - tx) * (1.0 - ty)
+        w01 = tx * (1.0 - ty)
+        w10 = (1.0 - tx) * ty
+        w11 = tx * ty
+        p00 = x_base + y0 * sxh + x0 * sxw
+        k00 = y0 * W + x0
+        gix = tl.zeros([BLOCK], tl.float32)
+        giy = tl.zeros([BLOCK], tl.float32)
+        for c in range(C):
+            g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
+            if NEED_X:
+                gs = g * scale
+                base = gx_base + c * H * W + k00
+                tl.atomic_add(base, tl.floor(w00 * gs + 0.5).to(tl.int64), mask=ok00)
+                tl.atomic_add(base + 1, tl.floor(w01 * gs + 0.5).to(tl.int64), mask=ok01)
+                tl.atomic_add(base + W, tl.floor(w10 * gs + 0.5).to(tl.int64), mask=ok10)
+                tl.atomic_add(base + W + 1, tl.floor(w11 * gs + 0.5).to(tl.int64), mask=ok11)
+            if NEED_M:
+                p = p00 + c * sxc
+                v00 = tl.load(p, mask=ok00, other=0.0).to(tl.float32)
+                v01 = tl.load(p + sxw, mask=ok01, other=0.0).to(tl.float32)
+                v10 = tl.load(p + sxh, mask=ok10, other=0.0).to(tl.float32)
+                v11 = tl.load(p + sxh + sxw, mask=ok11, other=0.0).to(tl.float32)
+                gix += g * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
+                giy += g * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
+        if NEED_M:
+            dxn = tl.where(mask, gix * dxdn, 0.0)  # dL / d(normalised input x)
+            dyn = tl.where(mask, giy * dydn, 0.0)
+            du = dxn / w
+            dv = dyn / w
+            pp = part_ptr + (n * tl.num_programs(0) + pid) * 9
+            tl.store(pp + 0, tl.sum(du * xo, axis=0))
+            tl.store(pp + 1, tl.sum(du * yo, axis=0))
+            tl.store(pp + 2, tl.sum(du, axis=0))
+            tl.store(pp + 3, tl.sum(dv * xo, axis=0))
+            tl.store(pp + 4, tl.sum(dv * yo, axis=0))
+            tl.store(pp + 5, tl.sum(dv, axis=0))
+            if PROJ:
+                dw = -(dxn * x + dyn * y) / w
+                tl.store(pp + 6, tl.sum(dw * xo, axis=0))
+                tl.store(pp + 7, tl.sum(dw * yo, axis=0))
+                tl.store(pp + 8, tl.sum(dw, axis=0))
+
+
+@triton.jit
+def fixed_to_float_kernel(q_ptr, scale_ptr, out_ptr, per_image, total, BLOCK: tl.constexpr):
+    """out = q / scale[image] for contiguous (N, C, H, W) int64 ``q``."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    q = tl.load(q_ptr + offs, mask=mask, other=0)
+    s = tl.load(scale_ptr + offs // per_image, mask=mask, other=1.0)
+    v = q.to(tl.float64) / s.to(tl.float64)
+    tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
