@@ -90,10 +90,11 @@ class _TritonWarp(torch.autograd.Function):
             BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
         gx = gm = None
         if need_x:
-            gx = torch.empty(n, c, h, w, dtype=x.dtype, device=dev)
+            gx = torch.empty(n, c, h, w, dtype=torch.float32, device=dev)
             total = q.numel()
             k.fixed_to_float_kernel[(-(-total // 1024),)](q, scale, gx, c * h * w, total,
                                                          BLOCK=1024)
+            gx = gx.to(x.dtype)
             # Non-finite output gradients have no fixed-point form: say so with NaN.
             gx = torch.where(finite.view(-1, 1, 1, 1), gx, torch.full_like(gx, float("nan")))
         if need_m:
@@ -145,6 +146,9 @@ class TritonBackend(Backend):
         if x.numel() == 0 or 0 in call.out_size:
             return "empty input or output"
         return None
+
+    def automatic(self, call: WarpCall) -> bool:
+        return call.input.device.type == "cuda"  # the interpreter only when asked for
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
         tf = call.transform

@@ -44,6 +44,10 @@ class Backend:
     def __call__(self, call: WarpCall) -> torch.Tensor:
         raise NotImplementedError
 
+    def automatic(self, call: WarpCall) -> bool:
+        """Whether ``backend="auto"`` may pick this backend for ``call`` (if supported)."""
+        return True
+
 
 class TorchBackend(Backend):
     """Reference path: materialise the grid, then ``F.grid_sample``."""
@@ -95,7 +99,7 @@ def select_backend(name: str, call: WarpCall) -> Backend:
             raise ValueError(f"backend {name!r} cannot run this warp: {reason}")
         return backend
     for backend in _BACKENDS.values():
-        if backend.unsupported(call) is None:
+        if backend.automatic(call) and backend.unsupported(call) is None:
             return backend
     raise AssertionError("the torch backend supports every call")  # pragma: no cover
 

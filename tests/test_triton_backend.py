@@ -1,0 +1,229 @@
+"""The Triton kernels (backend="triton") against the reference path (backend="torch").
+
+On machines without a GPU they run in Triton's CPU interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1), on small shapes.
+"""
+
+import itertools
+import re
+
+import pytest
+import torch
+from helpers import smooth_image
+
+import torchstn as ts
+from torchstn import _triton_backend
+
+pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+MATRIX_FAMILIES = ["translation", "attention", "rotation", "similarity", "affine", "projective"]
+
+
+def _params(family, n, generator, spread=0.3):
+    tf = ts.get_transform(family)
+    noise = spread * torch.randn(n, tf.num_params, generator=generator)
+    if family == "projective":
+        noise[:, 6:] *= 0.3
+    return (tf.identity() + noise).to(DEVICE)
+
+
+def _both(x, p, family, g=None, **kw):
+    """Output and gradients (input, params) of the Triton and the reference path."""
+    out_size = kw.get("out_size") or x.shape[2:]
+    if g is None:
+        g = torch.randn(x.shape[0], x.shape[1], *out_size,
+                        generator=torch.Generator().manual_seed(5)).to(DEVICE, x.dtype)
+    results = []
+    for backend in ("triton", "torch"):
+        xi = x.detach().clone().requires_grad_(True)
+        pi = p.detach().clone().requires_grad_(True)
+        out = ts.warp(xi, pi, family, backend=backend, **kw)
+        gx, gp = torch.autograd.grad(out, (xi, pi), g)
+        results.append((out.detach(), gx, gp))
+    return results
+
+
+@pytest.mark.parametrize("family", MATRIX_FAMILIES)
+def test_matches_reference_every_combination(family):
+    gen = torch.Generator().manual_seed(0)
+    for mode, padding, align in itertools.product(["bilinear", "nearest"], ["zeros", "border"],
+                                                  [False, True]):
+        x = torch.rand(2, 3, 9, 11, generator=gen).to(DEVICE)
+        p = _params(family, 2, gen)
+        kw = dict(mode=mode, padding_mode=padding, align_corners=align, out_size=(7, 13))
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family, **kw)
+        where = f"{family} {mode} {padding} align={align}"
+        assert (out - ref).abs().max() <= 1e-5, where
+        # The input gradient is exact up to one float32 rounding per contribution.
+        assert (gx - rgx).abs().max() <= 1e-5, where
+        assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max().clamp_min(1.0), where
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_accumulates_in_float32(dtype):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 2, 10, 12, generator=gen).to(DEVICE, dtype)
+    p = _params("affine", 2, gen)
+    (out, gx, gp), (ref, rgx, rgp) = _both(x, p, "affine", out_size=(8, 9))
+    assert out.dtype == dtype and gx.dtype == dtype and gp.dtype == torch.float32
+    # The reference computes in float32 too and rounds once: they agree to a rounding.
+    eps = torch.finfo(dtype).eps
+    assert (out.float() - ref.float()).abs().max() <= 2 * eps
+    assert (gx.float() - rgx.float()).abs().max() <= 4 * eps * rgx.float().abs().max()
+    assert (gp - rgp).abs().max() <= 1e-3 * rgp.abs().max()
+
+
+def test_projective_horizon_and_far_points():
+    x = torch.rand(3, 2, 10, 12).to(DEVICE)
+    eye = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0])
+    p = eye.repeat(3, 1)
+    p[0, 6] = 2.0  # the horizon x = -1/2 crosses the image
+    p[1, 7] = -1.0  # w = 1 - y
+    p[2, :6] = torch.tensor([1e3, 0, 5e3, 0, 1e3, 0])  # points far outside
+    p = p.to(DEVICE)
+    for padding in ["zeros", "border"]:
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, "projective", padding_mode=padding)
+        assert torch.isfinite(out).all() and torch.isfinite(gp).all()
+        assert (out - ref).abs().max() <= 1e-5
+        assert (gx - rgx).abs().max() <= 1e-5
+        assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max().clamp_min(1.0)
+
+
+def test_finite_differences_float32():
+    """Directional derivatives against central differences, in float32.
+
+    Parameters: a smooth image (bilinear sampling is only piecewise smooth: on noise the
+    kinks between pixels dominate a difference quotient), step 1e-3, agreement within 3%
+    of the derivative's size plus 0.05 (float32 rounding of the loss over the step). Input: the warp is linear in the input, so a unit step is
+    exact up to float32 rounding (1e-5 relative).
+    """
+    gen = torch.Generator().manual_seed(2)
+    x = smooth_image(2, 2, 24, 24, dtype=torch.float32).to(DEVICE)
+    g = torch.randn(2, 2, 9, 9, generator=gen).to(DEVICE)
+    for family in ["similarity", "affine", "projective"]:
+        p = _params(family, 2, gen, spread=0.1)
+        d = torch.randn(p.shape, generator=gen).to(DEVICE)
+        pi = p.clone().requires_grad_(True)
+        xi = x.clone().requires_grad_(True)
+        out = ts.warp(xi, pi, family, backend="triton", out_size=(9, 9))
+        gx, gp = torch.autograd.grad(out, (xi, pi), g)
+
+        def loss(q, xx=x, family=family):
+            return (ts.warp(xx, q, family, backend="triton", out_size=(9, 9)) * g).sum()
+
+        eps = 1e-3
+        numeric = (loss(p + eps * d) - loss(p - eps * d)) / (2 * eps)
+        analytic = (gp * d).sum()
+        assert abs(numeric - analytic) <= 0.03 * abs(analytic) + 0.05, (family, numeric, analytic)
+        dx = torch.randn(x.shape, generator=gen).to(DEVICE)
+        numeric_x = loss(p, x + dx) - loss(p, x)
+        assert abs(numeric_x - (gx * dx).sum()) <= 1e-5 * (g.abs().sum() * dx.abs().max()), family
+
+
+def test_bit_identical_and_allowed_under_deterministic_algorithms():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 5, 16, 16, generator=gen).to(DEVICE)
+    p = _params("projective", 3, gen)
+    g = torch.randn(3, 5, 20, 14, generator=gen).to(DEVICE)
+
+    def run():
+        xi = x.clone().requires_grad_(True)
+        pi = p.clone().requires_grad_(True)
+        out = ts.warp(xi, pi, "projective", backend="triton", out_size=(20, 14))
+        return (out, *torch.autograd.grad(out, (xi, pi), g))
+
+    first = run()
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        second = run()
+    finally:
+        torch.use_deterministic_algorithms(old)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_channels_last_and_input_gradient_skipped():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 4, 9, 9, generator=gen).to(DEVICE)
+    p = _params("affine", 2, gen).requires_grad_(True)
+    x_cl = x.to(memory_format=torch.channels_last)
+    a = ts.warp(x, p, "affine", backend="triton")
+    b = ts.warp(x_cl, p, "affine", backend="triton")
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(a, b)
+    (gp,) = torch.autograd.grad(b.sum(), p)  # input needs no gradient
+    (rgp,) = torch.autograd.grad(ts.warp(x, p, "affine", backend="torch").sum(), p)
+    assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max()
+
+
+def test_fixed_point_input_gradient_precision():
+    """Large and tiny output gradients in one image keep float32-level accuracy."""
+    x = torch.rand(1, 1, 16, 16).to(DEVICE)
+    p = torch.tensor([[0.9, 0.1, 0.05, -0.1, 0.8, 0.0]]).to(DEVICE)
+    g = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    g[0, 0, :8] *= 1e4
+    g[0, 0, 8:] *= 1e-3
+    (_, gx, _), (_, rgx, _) = _both(x, p, "affine", g=g.to(DEVICE))
+    assert (gx - rgx).abs().max() <= 1e-6 * rgx.abs().max()
+    # Where only the small gradients arrive, the result is still accurate.
+    small = rgx.abs() < 1.0
+    assert (gx - rgx)[small].abs().max() <= 1e-3 * rgx[small].abs().max() + 1e-9
+
+
+# The interpreter (NumPy) warns when the kernel converts the infinite contribution.
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_output_gradient_gives_nan_input_gradient():
+    x = torch.rand(2, 1, 5, 5).to(DEVICE).requires_grad_(True)
+    p = torch.zeros(2, 2).to(DEVICE)
+    out = ts.warp(x, p, "translation", backend="triton")
+    g = torch.ones_like(out)
+    g[1, 0, 2, 2] = float("inf")
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert torch.isfinite(gx[0]).all() and torch.isnan(gx[1]).all()
+
+
+def test_errors_and_fallbacks(monkeypatch):
+    x = torch.rand(1, 1, 4, 4).to(DEVICE)
+    p = torch.zeros(1, 6).to(DEVICE)
+    cases = [
+        (dict(mode="bicubic"), "it supports mode 'bilinear' and 'nearest', got 'bicubic'"),
+        (dict(padding_mode="reflection"),
+         "it supports padding_mode 'zeros' and 'border', got 'reflection'"),
+    ]
+    for kw, why in cases:
+        with pytest.raises(ValueError, match=re.escape(f"backend 'triton' cannot run this warp: {why}")):
+            ts.warp(x, p, "affine", backend="triton", **kw)
+    with pytest.raises(ValueError, match="it supports float32, float16 and bfloat16 input, got torch.float64"):
+        ts.warp(x.double(), p.double(), "affine", backend="triton")
+    with pytest.raises(ValueError, match="it supports the 2-D matrix families, got 'tps'"):
+        ts.warp(x, ts.get_transform("tps").identity()[None].to(DEVICE), "tps", backend="triton")
+    assert ts.list_backends() == ["numba", "triton", "torch"]
+    if DEVICE == "cpu":  # auto never picks the interpreter
+        assert torch.equal(ts.warp(x.half(), p, "affine"),
+                           ts.warp(x.half(), p, "affine", backend="torch"))
+    if DEVICE == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(ValueError, match=re.escape("it runs on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), got a tensor on cpu")):
+            ts.warp(x, p, "affine", backend="triton")
+    monkeypatch.setattr(ts.warping._BACKENDS["triton"], "_available", False)
+    with pytest.raises(ValueError, match=re.escape("triton is not installed (pip install triton)")):
+        ts.warp(x, p, "affine", backend="triton")
+
+
+def test_second_derivative_is_refused_clearly():
+    x = torch.rand(1, 1, 4, 4).to(DEVICE)
+    p = torch.zeros(1, 2).to(DEVICE).requires_grad_(True)
+    out = ts.warp(x, p, "translation", backend="triton")
+    with pytest.raises(RuntimeError, match="backend 'triton' does not support double backward"):
+        torch.autograd.grad(out.sum(), p, create_graph=True)
+
+
+def test_fixed_point_scale_bounds_every_sum():
+    g = torch.tensor([[[[3.0, -1.0]]], [[[0.0, 0.0]]], [[[1e30, 1.0]]]])
+    scale, finite = _triton_backend._fixed_point_scale(g)
+    assert finite.all()
+    assert scale[0] == 2.0 ** 60  # sum 4 -> 2^62 / 4
+    assert scale[1] == 2.0 ** 100  # capped
+    assert (g[2].abs().sum() * scale[2]) <= 2.0 ** 62
