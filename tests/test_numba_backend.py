@@ -281,3 +281,27 @@ def test_second_derivative_is_refused_clearly():
 def test_compile_times_are_recorded():
     ts.warp(torch.rand(1, 1, 3, 3), torch.zeros(1, 2), "translation", backend="numba")
     assert any(k.startswith("forward[") for k in _numba_backend.compile_seconds)
+
+
+def test_parallel_kernels_run_in_parallel_after_a_cache_reload():
+    """The serial and the parallel kernels must not share a Numba cache entry.
+
+    They once did: a fresh process then loaded the serial code for the parallel kernel
+    and never started a thread pool. Run both here (filling the cache), then check in a
+    new process that a large warp starts Numba's thread pool.
+    """
+    import subprocess
+    import sys
+
+    ts.warp(torch.rand(1, 1, 3, 3), torch.zeros(1, 2), "translation", backend="numba")
+    ts.warp(torch.rand(64, 1, 32, 32), torch.zeros(64, 2), "translation", backend="numba")
+    code = (
+        "import torch, numba, torchstn as ts\n"
+        "ts.warp(torch.rand(64, 1, 32, 32), torch.zeros(64, 2), 'translation', "
+        "backend='numba')\n"
+        "print(numba.threading_layer())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in ("omp", "tbb", "workqueue")

@@ -16,6 +16,8 @@ count or on scheduling, so results are bit-identical run to run.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -414,6 +416,14 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
 
 
+def _renamed(fn, name):
+    """A copy of ``fn`` under another name: Numba names its cache files after the function,
+    and a serial and a parallel compilation of one function would overwrite each other."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    return copy
+
+
 # The same kernels on the calling thread (prange runs as range), for small warps.
-warp_forward_serial = njit(cache=True)(warp_forward.py_func)
-warp_backward_serial = njit(cache=True)(warp_backward.py_func)
+warp_forward_serial = njit(cache=True)(_renamed(warp_forward.py_func, "warp_forward_serial"))
+warp_backward_serial = njit(cache=True)(_renamed(warp_backward.py_func, "warp_backward_serial"))
