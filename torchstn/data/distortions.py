@@ -129,10 +129,14 @@ def _cluttered(x, gen, pool):
     ct = (3.0 + crop_at) / HALF - 1
     crops = warp(digits, _attention(math.log(3 / HALF), ct[:, 0], ct[:, 1]).to(x.dtype),
                  "attention", out_size=(6, 6))
-    pt = (30.0 - paste_at) / 3 - 1
-    pasted = warp(crops, _attention(math.log(10.0), pt[:, 0], pt[:, 1]).to(x.dtype),
-                  "attention", out_size=(60, 60))
-    clutter = pasted.view(n, k, 60, 60).amax(1, keepdim=True)
+    # Paste at integer positions: a pure index shift, so the crops are scattered (with a
+    # pixel-wise maximum) rather than warped onto six full 60x60 canvases per image.
+    offsets = torch.arange(6)
+    rows = paste_at[:, 1].long().view(-1, 1, 1) + offsets.view(1, 6, 1)
+    cols = paste_at[:, 0].long().view(-1, 1, 1) + offsets.view(1, 1, 6)
+    where = (rows * 60 + cols).view(n, k * 36)
+    clutter = torch.zeros(n, 60 * 60, dtype=x.dtype).scatter_reduce_(
+        1, where, crops.reshape(n, k * 36), "amax").view(n, 1, 60, 60)
     info = {"position": pos, "clutter_source": src.view(n, k),
             "clutter_crop": crop_at.view(n, k, 2), "clutter_paste": paste_at.view(n, k, 2)}
     return torch.maximum(canvas, clutter), info
