@@ -227,3 +227,67 @@ def test_fixed_point_scale_bounds_every_sum():
     assert scale[0] == 2.0 ** 60  # sum 4 -> 2^62 / 4
     assert scale[1] == 2.0 ** 100  # capped
     assert (g[2].abs().sum() * scale[2]) <= 2.0 ** 62
+
+
+_COMPILE_SCRIPT = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from torchstn import _triton_kernels as k
+
+dtype = sys.argv[1]
+try:
+    target = GPUTarget("cuda", 90, 32)  # an H100
+except Exception as e:
+    print("NO-CUDA-BACKEND", e)
+    sys.exit(0)
+
+def compile_(fn, signature, constexprs):
+    return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                          target=target)
+
+strides = {name: "i64" for name in ["sxn", "sxc", "sxh", "sxw"]}
+sizes = {name: "i32" for name in ["C", "H", "W", "Ho", "Wo"]}
+flags = {"NEAREST": False, "BORDER": True, "ALIGN": False, "PROJ": True, "BLOCK": 256}
+fwd = compile_(k.warp_fwd_kernel, {
+    "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "out_ptr": f"*{dtype}", **sizes, **strides,
+    **{name: "i64" for name in ["son", "soc", "soh", "sow"]}, "eps16": "fp32",
+    **{name: "constexpr" for name in flags}}, flags)
+assert ".entry warp_fwd_kernel" in fwd.asm["ptx"]
+bflags = {"NEED_X": True, "NEED_M": True, **flags}
+bwd = compile_(k.warp_bwd_kernel, {
+    "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "go_ptr": f"*{dtype}", "gx_ptr": "*i64",
+    "scale_ptr": "*fp32", "part_ptr": "*fp32", **sizes, **strides,
+    **{name: "i64" for name in ["sgn", "sgc", "sgh", "sgw"]}, "eps16": "fp32",
+    **{name: "constexpr" for name in bflags}}, bflags)
+atomics = [line.strip() for line in bwd.asm["ptx"].splitlines()
+           if any(word.startswith(("atom.", "red.")) for word in line.split())]
+print("ATOMICS", "|".join(atomics))
+print("CUBIN", len(bwd.asm["cubin"]))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_kernels_compile_for_the_gpu(dtype):
+    """The interpreter does not type-check like the compiler: compile for an H100 too.
+
+    Runs without TRITON_INTERPRET in a subprocess (PTX and a cubin need no GPU), and
+    checks the determinism method in the generated code: the input gradient is
+    accumulated with 64-bit INTEGER atomics, and no floating-point atomics are used.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    result = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, dtype], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if "NO-CUDA-BACKEND" in result.stdout:
+        pytest.skip("this triton build has no CUDA backend")
+    atomics = result.stdout.split("ATOMICS ", 1)[1].splitlines()[0].split("|")
+    assert atomics and all(".u64" in a or ".s64" in a for a in atomics), atomics
+    assert not any(".f32" in a or ".f16" in a or ".bf16" in a for a in atomics), atomics
+    assert int(result.stdout.split("CUBIN ", 1)[1].split()[0]) > 0

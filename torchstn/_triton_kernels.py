@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-FAR = 1.0e4  # torchstn.grids.FAR
+FAR = tl.constexpr(1.0e4)  # torchstn.grids.FAR (a constexpr: kernels may read it)
 BLOCK = 256
 
 
