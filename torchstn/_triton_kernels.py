@@ -170,7 +170,8 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
     j = offs - i * Wo
     x_base = x_ptr + n * sxn
     g_ptrs = go_ptr + n * sgn + i.to(tl.int64) * sgh + j.to(tl.int64) * sgw
-    gx_base = gx_ptr + n * C * H * W
+    plane = H.to(tl.int64) * W  # int64: C * H * W may exceed 2^31
+    gx_base = gx_ptr + n * C * plane
     scale = tl.load(scale_ptr + n)
     if NEAREST:
         if NEED_X:
@@ -180,7 +181,7 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
             for c in range(C):
                 g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
                 q = tl.floor(g * scale + 0.5).to(tl.int64)
-                tl.atomic_add(gx_base + c * H * W + yn * W + xn, q, mask=ok)
+                tl.atomic_add(gx_base + c * plane + yn * W + xn, q, mask=ok)
         # Nearest sampling has no coordinate gradient: the partial sums stay zero.
     else:
         x0f = tl.floor(ix)
@@ -205,7 +206,7 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
             g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
             if NEED_X:
                 gs = g * scale
-                base = gx_base + c * H * W + k00
+                base = gx_base + c * plane + k00
                 tl.atomic_add(base, tl.floor(w00 * gs + 0.5).to(tl.int64), mask=ok00)
                 tl.atomic_add(base + 1, tl.floor(w01 * gs + 0.5).to(tl.int64), mask=ok01)
                 tl.atomic_add(base + W, tl.floor(w10 * gs + 0.5).to(tl.int64), mask=ok10)
