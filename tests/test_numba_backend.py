@@ -305,3 +305,25 @@ def test_parallel_kernels_run_in_parallel_after_a_cache_reload():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in ("omp", "tbb", "workqueue")
+
+
+def _warp_in_worker(x, p):
+    torch.set_num_threads(1)  # as a DataLoader worker does
+    return ts.warp(x, p, "translation", backend="numba")
+
+
+def test_forked_worker_can_warp_after_the_parent_did():
+    """Numba's OpenMP pool does not survive fork: a forked child must use serial kernels.
+
+    Without that, the child aborts ("fork() called from a process already using GNU
+    OpenMP") and the pool below times out.
+    """
+    import multiprocessing
+
+    x = torch.rand(64, 1, 32, 32)
+    p = torch.zeros(64, 2) + 0.1
+    expected = ts.warp(x, p, "translation", backend="numba")  # parallel, in the parent
+    assert x.numel() > _numba_backend.SERIAL_BELOW
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_warp_in_worker, (x, p)).get(timeout=120)
+    assert torch.equal(got, expected)

@@ -247,20 +247,25 @@ def compile_(fn, signature, constexprs):
     return triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
                           target=target)
 
-strides = {name: "i64" for name in ["sxn", "sxc", "sxh", "sxw"]}
-sizes = {name: "i32" for name in ["C", "H", "W", "Ho", "Wo"]}
+# As a real launch: 32-bit sizes and strides, and Triton's specialisation of arguments
+# equal to 1 to constants (here H == 1 and the width strides).
+strides = {name: "i32" for name in ["sxn", "sxc", "sxh"]}
+strides["sxw"] = "constexpr"
+sizes = {name: "i32" for name in ["C", "W", "Ho", "Wo", "BLOCKS"]}
+sizes["H"] = "constexpr"
+ones = {"H": 1, "sxw": 1}
 flags = {"NEAREST": False, "BORDER": True, "ALIGN": False, "PROJ": True, "BLOCK": 256}
 fwd = compile_(k.warp_fwd_kernel, {
     "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "out_ptr": f"*{dtype}", **sizes, **strides,
-    **{name: "i64" for name in ["son", "soc", "soh", "sow"]}, "eps16": "fp32",
-    **{name: "constexpr" for name in flags}}, flags)
+    **{name: "i32" for name in ["son", "soc", "soh"]}, "sow": "constexpr", "eps16": "fp32",
+    **{name: "constexpr" for name in flags}}, {**flags, **ones, "sow": 1})
 assert ".entry warp_fwd_kernel" in fwd.asm["ptx"]
 bflags = {"NEED_X": True, "NEED_M": True, **flags}
 bwd = compile_(k.warp_bwd_kernel, {
     "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "go_ptr": f"*{dtype}", "gx_ptr": "*i64",
     "scale_ptr": "*fp32", "part_ptr": "*fp32", **sizes, **strides,
-    **{name: "i64" for name in ["sgn", "sgc", "sgh", "sgw"]}, "eps16": "fp32",
-    **{name: "constexpr" for name in bflags}}, bflags)
+    **{name: "i32" for name in ["sgn", "sgc", "sgh"]}, "sgw": "constexpr", "eps16": "fp32",
+    **{name: "constexpr" for name in bflags}}, {**bflags, **ones, "sgw": 1})
 atomics = [line.strip() for line in bwd.asm["ptx"].splitlines()
            if any(word.startswith(("atom.", "red.")) for word in line.split())]
 print("ATOMICS", "|".join(atomics))

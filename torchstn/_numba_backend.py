@@ -9,6 +9,7 @@ then carries the matrix gradient to the family's parameters.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 
 import torch
@@ -34,6 +35,14 @@ def _load():
 #: Below this many output values a warp runs on the calling thread: waking the thread
 #: pool costs more than it saves (and far more when the machine is busy).
 SERIAL_BELOW = 1 << 15
+# Numba's OpenMP and workqueue thread pools do not survive fork(): a DataLoader worker
+# forked from a process that has warped in parallel would abort. Forked children
+# (another pid than the one that imported torchstn) therefore run the serial kernels.
+_IMPORT_PID = os.getpid()
+
+
+def _serial(outputs: int) -> bool:
+    return outputs < SERIAL_BELOW or os.getpid() != _IMPORT_PID
 
 
 def _timed(name: str, fn, *args) -> None:
@@ -66,7 +75,7 @@ class _FusedWarp(torch.autograd.Function):
         x = input.detach().contiguous()
         m = matrix.detach().to(torch.float64).contiguous()
         out = torch.empty(x.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
-        serial = out.numel() < SERIAL_BELOW
+        serial = _serial(out.numel())
         threads = 1 if serial else _set_threads()
         # Contiguous runs of output rows; the split does not change the result.
         tasks = max(1, min(x.shape[0] * out_h, 8 * threads))
@@ -95,7 +104,7 @@ class _FusedWarp(torch.autograd.Function):
         groups = -(-c // k.CHANNEL_GROUP)
         gx = torch.zeros_like(x) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = torch.zeros(n if need_m else 1, groups if need_m else 1, 3, 3, dtype=torch.float64)
-        serial = go.numel() < SERIAL_BELOW
+        serial = _serial(go.numel())
         if not serial:
             _set_threads()
         fn = k.warp_backward_serial if serial else k.warp_backward

@@ -6,6 +6,7 @@ CPU the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``), for t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -33,15 +34,20 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _fixed_point_scale(grad_out: torch.Tensor) -> torch.Tensor:
+def _on(device: torch.device):
+    """Launch on ``device``: Triton launches on the current CUDA device otherwise."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _fixed_point_scale(grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image power-of-two scale 2^s with sum(|grad_out[n]|) * 2^s <= 2^62.
 
     Every input-gradient value is a weighted sum (weights in [0, 1]) of a subset of one
     image's output gradients, so no fixed-point sum can exceed 2^62 in magnitude.
     """
-    total = grad_out.float().abs().flatten(1).sum(1)
+    total = grad_out.double().abs().flatten(1).sum(1)  # float64: a float32 sum may overflow
     exponent = torch.floor(62.0 - torch.log2(total.clamp_min(1e-30))).clamp(-100.0, 100.0)
-    return torch.exp2(exponent).contiguous(), torch.isfinite(total)
+    return torch.exp2(exponent).float().contiguous(), torch.isfinite(total)
 
 
 class _TritonWarp(torch.autograd.Function):
@@ -55,10 +61,11 @@ class _TritonWarp(torch.autograd.Function):
         out = torch.empty(n, c, out_h, out_w, dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last if channels_last
                           else torch.contiguous_format)
-        grid = (-(-out_h * out_w // k.BLOCK), n)
-        k.warp_fwd_kernel[grid](x, m, out, c, h, w, out_h, out_w, *x.stride(), *out.stride(),
-                                _EPS16, NEAREST=nearest, BORDER=border, ALIGN=align,
-                                PROJ=projective, BLOCK=k.BLOCK)
+        blocks = -(-out_h * out_w // k.BLOCK)
+        with _on(x.device):
+            k.warp_fwd_kernel[(n * blocks,)](
+                x, m, out, c, h, w, out_h, out_w, blocks, *x.stride(), *out.stride(), _EPS16,
+                NEAREST=nearest, BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
         ctx.save_for_backward(x, m)
         ctx.options = (nearest, border, align, projective, matrix.dtype)
         return out
@@ -84,16 +91,18 @@ class _TritonWarp(torch.autograd.Function):
         q = torch.zeros(n, c, h, w, dtype=torch.int64, device=dev) if need_x else \
             torch.zeros(1, dtype=torch.int64, device=dev)
         part = torch.zeros(n, programs, 9, dtype=torch.float32, device=dev)
-        k.warp_bwd_kernel[(programs, n)](
-            x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, *x.stride(),
-            *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
-            BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        with _on(dev):
+            k.warp_bwd_kernel[(n * programs,)](
+                x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, programs, *x.stride(),
+                *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
+                BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
         gx = gm = None
         if need_x:
             gx = torch.empty(n, c, h, w, dtype=torch.float32, device=dev)
             total = q.numel()
-            k.fixed_to_float_kernel[(-(-total // 1024),)](q, scale, gx, c * h * w, total,
-                                                         BLOCK=1024)
+            with _on(dev):
+                k.fixed_to_float_kernel[(-(-total // 1024),)](q, scale, gx, c * h * w, total,
+                                                             BLOCK=1024)
             gx = gx.to(x.dtype)
             # Non-finite output gradients have no fixed-point form: say so with NaN.
             gx = torch.where(finite.view(-1, 1, 1, 1), gx, torch.full_like(gx, float("nan")))

@@ -97,21 +97,32 @@ def _sample_points(m_ptr, n, offs, mask, H, W, Ho, Wo, eps16,
 
 
 @triton.jit
-def _round_half_even(v):
-    r = tl.floor(v + 0.5)
-    tie = (r - v) == 0.5
-    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
-    return tl.where(tie & odd, r - 1.0, r)
+def _program_pixels(BLOCKS, Ho, Wo, BLOCK: tl.constexpr):
+    """Image and pixel block of this program (a 1-D launch of N * BLOCKS programs: CUDA
+    caps the second grid dimension at 65535), in int64 indices."""
+    pid = tl.cast(tl.program_id(0), tl.int64)
+    n = pid // BLOCKS
+    pb = pid - n * BLOCKS
+    offs = pb * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < tl.cast(Ho, tl.int64) * Wo
+    return n, pb, offs, mask
 
 
 @triton.jit
-def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo,
+def _round_half_even(v):
+    """As nearbyint: to nearest, ties to even (v - floor(v) is exact)."""
+    f = tl.floor(v)
+    frac = v - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) != 0.0
+    return tl.where((frac > 0.5) | ((frac == 0.5) & odd), f + 1.0, f)
+
+
+@triton.jit
+def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo, BLOCKS,
                     sxn, sxc, sxh, sxw, son, soc, soh, sow, eps16,
                     NEAREST: tl.constexpr, BORDER: tl.constexpr, ALIGN: tl.constexpr,
                     PROJ: tl.constexpr, BLOCK: tl.constexpr):
-    n = tl.program_id(1).to(tl.int64)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < Ho * Wo
+    n, pb, offs, mask = _program_pixels(BLOCKS, Ho, Wo, BLOCK)
     ix, iy, _, _, _, _, _, _, _ = _sample_points(m_ptr, n, offs, mask, H, W, Ho, Wo, eps16,
                                                  BORDER, ALIGN, PROJ)
     i = offs // Wo
@@ -124,8 +135,9 @@ def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo,
         ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
         src = x_base + yn * sxh + xn * sxw
         for c in range(C):
-            v = tl.load(src + c * sxc, mask=ok, other=0.0)
-            tl.store(o_ptrs + c * soc, v, mask=mask)
+            ci = tl.cast(c, tl.int64)  # int64 channel offsets
+            v = tl.load(src + ci * sxc, mask=ok, other=0.0)
+            tl.store(o_ptrs + ci * soc, v, mask=mask)
     else:
         x0f = tl.floor(ix)
         y0f = tl.floor(iy)
@@ -143,34 +155,32 @@ def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo,
         w11 = tx * ty
         p00 = x_base + y0 * sxh + x0 * sxw
         for c in range(C):
-            p = p00 + c * sxc
+            ci = tl.cast(c, tl.int64)  # int64 channel offsets
+            p = p00 + ci * sxc
             v00 = tl.load(p, mask=mask & in_y0 & in_x0, other=0.0).to(tl.float32)
             v01 = tl.load(p + sxw, mask=mask & in_y0 & in_x1, other=0.0).to(tl.float32)
             v10 = tl.load(p + sxh, mask=mask & in_y1 & in_x0, other=0.0).to(tl.float32)
             v11 = tl.load(p + sxh + sxw, mask=mask & in_y1 & in_x1, other=0.0).to(tl.float32)
             acc = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
-            tl.store(o_ptrs + c * soc, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(o_ptrs + ci * soc, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, Ho, Wo,
-                    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, eps16,
+                    BLOCKS, sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw, eps16,
                     NEED_X: tl.constexpr, NEED_M: tl.constexpr, NEAREST: tl.constexpr,
                     BORDER: tl.constexpr, ALIGN: tl.constexpr, PROJ: tl.constexpr,
                     BLOCK: tl.constexpr):
     """Input gradient into ``gx_ptr`` (int64 fixed point, contiguous (N, C, H, W), scale
     ``scale_ptr[n]``) and 9 partial matrix-gradient sums into ``part_ptr[n, program]``."""
-    pid = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < Ho * Wo
+    n, pb, offs, mask = _program_pixels(BLOCKS, Ho, Wo, BLOCK)
     ix, iy, dxdn, dydn, x, y, w, xo, yo = _sample_points(
         m_ptr, n, offs, mask, H, W, Ho, Wo, eps16, BORDER, ALIGN, PROJ)
     i = offs // Wo
     j = offs - i * Wo
     x_base = x_ptr + n * sxn
     g_ptrs = go_ptr + n * sgn + i.to(tl.int64) * sgh + j.to(tl.int64) * sgw
-    plane = H.to(tl.int64) * W  # int64: C * H * W may exceed 2^31
+    plane = tl.cast(H, tl.int64) * W  # int64: C * H * W may exceed 2^31
     gx_base = gx_ptr + n * C * plane
     scale = tl.load(scale_ptr + n)
     if NEAREST:
@@ -179,9 +189,10 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
             yn = _round_half_even(iy).to(tl.int64)
             ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
             for c in range(C):
-                g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
+                ci = tl.cast(c, tl.int64)  # int64 channel offsets
+                g = tl.load(g_ptrs + ci * sgc, mask=mask, other=0.0).to(tl.float32)
                 q = tl.floor(g * scale + 0.5).to(tl.int64)
-                tl.atomic_add(gx_base + c * plane + yn * W + xn, q, mask=ok)
+                tl.atomic_add(gx_base + ci * plane + yn * W + xn, q, mask=ok)
         # Nearest sampling has no coordinate gradient: the partial sums stay zero.
     else:
         x0f = tl.floor(ix)
@@ -203,16 +214,17 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
         gix = tl.zeros([BLOCK], tl.float32)
         giy = tl.zeros([BLOCK], tl.float32)
         for c in range(C):
-            g = tl.load(g_ptrs + c * sgc, mask=mask, other=0.0).to(tl.float32)
+            ci = tl.cast(c, tl.int64)  # int64 channel offsets
+            g = tl.load(g_ptrs + ci * sgc, mask=mask, other=0.0).to(tl.float32)
             if NEED_X:
                 gs = g * scale
-                base = gx_base + c * plane + k00
+                base = gx_base + ci * plane + k00
                 tl.atomic_add(base, tl.floor(w00 * gs + 0.5).to(tl.int64), mask=ok00)
                 tl.atomic_add(base + 1, tl.floor(w01 * gs + 0.5).to(tl.int64), mask=ok01)
                 tl.atomic_add(base + W, tl.floor(w10 * gs + 0.5).to(tl.int64), mask=ok10)
                 tl.atomic_add(base + W + 1, tl.floor(w11 * gs + 0.5).to(tl.int64), mask=ok11)
             if NEED_M:
-                p = p00 + c * sxc
+                p = p00 + ci * sxc
                 v00 = tl.load(p, mask=ok00, other=0.0).to(tl.float32)
                 v01 = tl.load(p + sxw, mask=ok01, other=0.0).to(tl.float32)
                 v10 = tl.load(p + sxh, mask=ok10, other=0.0).to(tl.float32)
@@ -224,7 +236,7 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
             dyn = tl.where(mask, giy * dydn, 0.0)
             du = dxn / w
             dv = dyn / w
-            pp = part_ptr + (n * tl.num_programs(0) + pid) * 9
+            pp = part_ptr + (n * BLOCKS + pb) * 9
             tl.store(pp + 0, tl.sum(du * xo, axis=0))
             tl.store(pp + 1, tl.sum(du * yo, axis=0))
             tl.store(pp + 2, tl.sum(du, axis=0))
