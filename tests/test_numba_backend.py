@@ -327,3 +327,17 @@ def test_forked_worker_can_warp_after_the_parent_did():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_warp_in_worker, (x, p)).get(timeout=120)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("sizes", [(6, 6, 3, 3), (28, 28, 14, 14), (9, 12, 5, 4), (8, 8, 16, 16),
+                                   (7, 11, 21, 22)])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_nearest_resize_ties_break_as_the_reference(sizes, padding):
+    """Resizing with the identity puts samples exactly on half-pixel ties; float32 input
+    then reads the same pixels as the reference path (coordinates rounded as it rounds)."""
+    h, w, ho, wo = sizes
+    x = torch.rand(2, 3, h, w)
+    p = ts.get_transform("affine").identity().repeat(2, 1)
+    kw = dict(mode="nearest", padding_mode=padding, out_size=(ho, wo))
+    assert torch.equal(ts.warp(x, p, "affine", backend="numba", **kw),
+                       ts.warp(x, p, "affine", backend="torch", **kw))

@@ -81,7 +81,8 @@ class _FusedWarp(torch.autograd.Function):
         tasks = max(1, min(x.shape[0] * out_h, 8 * threads))
         fn = k.warp_forward_serial if serial else k.warp_forward
         _timed(f"forward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
-               out.numpy(), nearest, border, align, projective, _eps16(matrix.dtype), tasks)
+               out.numpy(), nearest, border, align, projective, _eps16(matrix.dtype), tasks,
+               nearest and x.dtype == torch.float32)
         ctx.save_for_backward(x, m)
         ctx.options = (nearest, border, align, projective, _eps16(matrix.dtype), matrix.dtype)
         return out
@@ -110,7 +111,7 @@ class _FusedWarp(torch.autograd.Function):
         fn = k.warp_backward_serial if serial else k.warp_backward
         _timed(f"backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
                go.numpy(), gx.numpy(), gm.numpy(), need_x, need_m, nearest, border, align,
-               projective, eps16)
+               projective, eps16, nearest and x.dtype == torch.float32)
         grad_m = None
         if need_m:
             # Fixed-order sum of the per-channel-group partials: deterministic.

@@ -34,12 +34,30 @@ _CHANNEL_BLOCK = 32
 
 
 @njit(cache=True)
-def _base_coords(n, align):
-    """The ``n`` normalised pixel-centre coordinates (as torchstn.grids._coords)."""
+def _base_coords(n, align, f32):
+    """The ``n`` normalised pixel-centre coordinates (as torchstn.grids._coords).
+
+    ``f32``: rounded as PyTorch computes them in float32 (``(2k + 1) / n - 1``, and
+    ``torch.linspace``'s two-sided formula), so that nearest-neighbour ties break the
+    same way as on the reference path.
+    """
     out = np.empty(n, np.float64)
     for k in range(n):
         if align:
-            out[k] = 0.0 if n == 1 else -1.0 + 2.0 * k / (n - 1)
+            if n == 1:
+                out[k] = 0.0
+            elif f32:
+                step = np.float32(np.float32(2.0) / np.float32(n - 1))
+                if k < n // 2:
+                    out[k] = np.float32(np.float32(-1.0) + np.float32(step * np.float32(k)))
+                else:
+                    out[k] = np.float32(np.float32(1.0)
+                                        - np.float32(step * np.float32(n - 1 - k)))
+            else:
+                out[k] = -1.0 + 2.0 * k / (n - 1)
+        elif f32:
+            out[k] = np.float32(np.float32(np.float32(2 * k + 1) / np.float32(n))
+                                - np.float32(1.0))
         else:
             out[k] = (2.0 * k + 1.0) / n - 1.0
     return out
@@ -55,9 +73,14 @@ class _Row:  # documentation only: the per-row scratch arrays, all of length Wo
 
 
 @njit(inline="always", cache=True)
-def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads,
+def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads, f32,
             IX, IY, GX, GY, XS, YS, WS):
-    """Input pixel coordinates of one output row (paper, Eq. 1, then unnormalised)."""
+    """Input pixel coordinates of one output row (paper, Eq. 1, then unnormalised).
+
+    ``f32``: round the normalised point and the pixel coordinate to float32 as the
+    reference path does (its grid, then grid_sample's fused multiply-add), for nearest
+    sampling, where a rounding tie decides which pixel is read.
+    """
     Wo = xo.shape[0]
     # grid_sample's unnormalisation, written as one multiply-add:
     # align_corners: (x + 1) / 2 * (W - 1); else ((x + 1) * W - 1) / 2.
@@ -69,9 +92,16 @@ def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads,
     a0 = m[0, 1] * yo + m[0, 2]
     a1 = m[1, 1] * yo + m[1, 2]
     if not projective:
-        for j in range(Wo):
-            IX[j] = (m00 * xo[j] + a0) * sx + ox
-            IY[j] = (m10 * xo[j] + a1) * sy + oy
+        if f32:
+            for j in range(Wo):
+                x = np.float64(np.float32(m00 * xo[j] + a0))
+                y = np.float64(np.float32(m10 * xo[j] + a1))
+                IX[j] = np.float32(x * sx + ox)
+                IY[j] = np.float32(y * sy + oy)
+        else:
+            for j in range(Wo):
+                IX[j] = (m00 * xo[j] + a0) * sx + ox
+                IY[j] = (m10 * xo[j] + a1) * sy + oy
         if grads:
             for j in range(Wo):
                 GX[j] = sx
@@ -97,8 +127,12 @@ def _coords(m, yo, xo, H, W, border, align, projective, eps16, grads,
                     y, gy_ok = -_FAR, 0.0
             else:
                 x, y, w, gx_ok, gy_ok = _FAR, _FAR, 1.0, 0.0, 0.0
-            IX[j] = x * sx + ox
-            IY[j] = y * sy + oy
+            if f32:
+                IX[j] = np.float32(np.float64(np.float32(x)) * sx + ox)
+                IY[j] = np.float32(np.float64(np.float32(y)) * sy + oy)
+            else:
+                IX[j] = x * sx + ox
+                IY[j] = y * sy + oy
             if grads:
                 GX[j] = gx_ok
                 GY[j] = gy_ok
@@ -185,7 +219,7 @@ def _row_sums(d, xo):
 
 
 @njit(parallel=True, cache=True)
-def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks):
+def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f32):
     """out[n, c, i, j] = x[n, c] sampled at the input point of output pixel (i, j).
 
     x: (N, C, H, W); m: (N, 3, 3) float64; out: (N, C, Ho, Wo), same dtype as x. The
@@ -196,8 +230,8 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks):
     Ho, Wo = out.shape[2], out.shape[3]
     xf = x.reshape(N, C, H * W)
     of = out.reshape(N, C, Ho * Wo)
-    xo = _base_coords(Wo, align)
-    yos = _base_coords(Ho, align)
+    xo = _base_coords(Wo, align, f32)
+    yos = _base_coords(Ho, align, f32)
     rows = N * Ho
     per = (rows + tasks - 1) // tasks
     for t in prange(tasks):
@@ -212,7 +246,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks):
         for r in range(t * per, min(rows, (t + 1) * per)):
             n = r // Ho
             i = r - n * Ho
-            _coords(m[n], yos[i], xo, H, W, border, align, projective, eps16, False,
+            _coords(m[n], yos[i], xo, H, W, border, align, projective, eps16, False, f32,
                     IX, IY, GX, GY, GX, GX, GX)
             _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
             base = i * Wo
@@ -277,7 +311,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks):
 
 @njit(parallel=True, cache=True)
 def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
-                  eps16):
+                  eps16, f32):
     """Gradients of warp_forward.
 
     gout: (N, C, Ho, Wo); gx: (N, C, H, W) zeros, written when ``need_x``; gm:
@@ -291,8 +325,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     gof = gout.reshape(N, C, Ho * Wo)
     gxf = gx.reshape(gx.shape[0], gx.shape[1], gx.shape[2] * gx.shape[3])
     coord_grad = need_m and not nearest
-    xo = _base_coords(Wo, align)
-    yos = _base_coords(Ho, align)
+    xo = _base_coords(Wo, align, f32)
+    yos = _base_coords(Ho, align, f32)
     for t in prange(N * G):
         n = t // G
         g = t - n * G
@@ -313,7 +347,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
         for i in range(Ho):
             yo = yos[i]
-            _coords(m[n], yo, xo, H, W, border, align, projective, eps16, coord_grad,
+            _coords(m[n], yo, xo, H, W, border, align, projective, eps16, coord_grad, f32,
                     IX, IY, GX, GY, XS, YS, WS)
             _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
             base = i * Wo
