@@ -1,4 +1,4 @@
-"""Figures (matplotlib, optional dependency ``torchstn[plot]``)."""
+"""Figures (matplotlib)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def pyplot():
         import matplotlib
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "figures need matplotlib: pip install 'torchstn[plot]'"
+            "figures need matplotlib: pip install matplotlib"
         ) from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
