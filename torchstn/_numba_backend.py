@@ -8,15 +8,14 @@ then carries the matrix gradient to the family's parameters.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 
 import torch
 
-from .warping import Backend, WarpCall
+from .warping import FusedMatrixBackend
 
-__all__ = ["NumbaBackend", "compile_seconds", "fused_warp"]
+__all__ = ["NumbaBackend", "compile_seconds"]
 
 _kernels = None
 #: Seconds spent compiling (or loading from Numba's cache) each kernel, by name.
@@ -124,50 +123,15 @@ class _FusedWarp(torch.autograd.Function):
         return (gx if need_x else None), grad_m, None, None, None, None, None, None
 
 
-def fused_warp(input: torch.Tensor, matrix: torch.Tensor, out_size, *, mode: str = "bilinear",
-               padding_mode: str = "zeros", align_corners: bool = False,
-               projective: bool = False) -> torch.Tensor:
-    """Warp ``input`` (N, C, H, W) by homogeneous ``matrix`` (N, 3, 3) with the fused kernel.
-
-    The same result as sampling with :func:`torchstn.affine_grid` (``matrix[:, :2]``) or
-    :func:`torchstn.projective_grid` (``projective=True``). Inputs are trusted: go through
-    :func:`torchstn.warp` for checked calls.
-    """
-    return _FusedWarp.apply(input, matrix, int(out_size[0]), int(out_size[1]),
-                            mode == "nearest", padding_mode == "border", bool(align_corners),
-                            bool(projective))
-
-
-class NumbaBackend(Backend):
+class NumbaBackend(FusedMatrixBackend):
     """Fused CPU kernels for 2-D matrix families (bilinear/nearest, zeros/border padding)."""
 
     name = "numba"
+    package = "numba"
+    dtypes = (torch.float32, torch.float64)
+    function = _FusedWarp
 
-    def __init__(self):
-        self._available = importlib.util.find_spec("numba") is not None
-
-    def unsupported(self, call: WarpCall) -> str | None:
-        x = call.input
-        if not self._available:
-            return "numba is not installed (pip install numba)"
+    def device_unsupported(self, x: torch.Tensor) -> str | None:
         if x.device.type != "cpu":
             return f"it runs on CPU tensors, got a tensor on {x.device}"
-        if not call.transform.is_matrix or call.transform.ndim != 2:
-            return (f"it supports the 2-D matrix families, got {call.transform.name!r} "
-                    "(use backend='torch')")
-        if x.dtype not in (torch.float32, torch.float64):
-            return f"it supports float32 and float64 input, got {x.dtype}"
-        if call.mode not in ("bilinear", "nearest"):
-            return f"it supports mode 'bilinear' and 'nearest', got {call.mode!r}"
-        if call.padding_mode not in ("zeros", "border"):
-            return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
-        if x.numel() == 0 or 0 in call.out_size:
-            return "empty input or output"
         return None
-
-    def __call__(self, call: WarpCall) -> torch.Tensor:
-        tf = call.transform
-        matrix = tf._matrix(call.params)
-        return fused_warp(call.input, matrix, call.out_size, mode=call.mode,
-                          padding_mode=call.padding_mode, align_corners=call.align_corners,
-                          projective=tf.projective)

@@ -7,14 +7,13 @@ CPU the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``), for t
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 
 import torch
 
-from .warping import Backend, WarpCall
+from .warping import FusedMatrixBackend, WarpCall
 
-__all__ = ["TritonBackend", "triton_warp"]
+__all__ = ["TritonBackend"]
 
 _kernels = None
 _EPS16 = 16 * torch.finfo(torch.float32).eps
@@ -114,54 +113,19 @@ class _TritonWarp(torch.autograd.Function):
         return gx, gm, None, None, None, None, None, None
 
 
-def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_size, *, mode: str = "bilinear",
-                padding_mode: str = "zeros", align_corners: bool = False,
-                projective: bool = False) -> torch.Tensor:
-    """Warp ``input`` (N, C, H, W) by homogeneous ``matrix`` (N, 3, 3) with the Triton kernel.
-
-    The same result as sampling with :func:`torchstn.affine_grid` (``matrix[:, :2]``) or
-    :func:`torchstn.projective_grid` (``projective=True``). Inputs are trusted: go through
-    :func:`torchstn.warp` for checked calls.
-    """
-    return _TritonWarp.apply(input, matrix, int(out_size[0]), int(out_size[1]),
-                             mode == "nearest", padding_mode == "border", bool(align_corners),
-                             bool(projective))
-
-
-class TritonBackend(Backend):
+class TritonBackend(FusedMatrixBackend):
     """Fused GPU kernels for 2-D matrix families (bilinear/nearest, zeros/border padding)."""
 
     name = "triton"
+    package = "triton"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16)
+    function = _TritonWarp
 
-    def __init__(self):
-        self._available = importlib.util.find_spec("triton") is not None
-
-    def unsupported(self, call: WarpCall) -> str | None:
-        x = call.input
-        if not self._available:
-            return "triton is not installed (pip install triton)"
+    def device_unsupported(self, x: torch.Tensor) -> str | None:
         if x.device.type != "cuda" and not (x.device.type == "cpu" and interpreting()):
             return (f"it runs on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), got a "
                     f"tensor on {x.device}")
-        if not call.transform.is_matrix or call.transform.ndim != 2:
-            return (f"it supports the 2-D matrix families, got {call.transform.name!r} "
-                    "(use backend='torch')")
-        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            return f"it supports float32, float16 and bfloat16 input, got {x.dtype}"
-        if call.mode not in ("bilinear", "nearest"):
-            return f"it supports mode 'bilinear' and 'nearest', got {call.mode!r}"
-        if call.padding_mode not in ("zeros", "border"):
-            return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
-        if x.numel() == 0 or 0 in call.out_size:
-            return "empty input or output"
         return None
 
     def automatic(self, call: WarpCall) -> bool:
         return call.input.device.type == "cuda"  # the interpreter only when asked for
-
-    def __call__(self, call: WarpCall) -> torch.Tensor:
-        tf = call.transform
-        matrix = tf._matrix(call.params)
-        return triton_warp(call.input, matrix, call.out_size, mode=call.mode,
-                           padding_mode=call.padding_mode, align_corners=call.align_corners,
-                           projective=tf.projective)

@@ -8,6 +8,7 @@ backend raises an error that says why.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,8 @@ from ._checks import check_batch, check_choice, check_spatial_size
 from .sampling import check_input, check_sampling_options, sample
 from .transforms import Transform, resolve_transform
 
-__all__ = ["Backend", "WarpCall", "list_backends", "register_backend", "warp"]
+__all__ = ["Backend", "FusedMatrixBackend", "WarpCall", "list_backends", "register_backend",
+           "warp"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,56 @@ class TorchBackend(Backend):
             return out.to(x.dtype)
         return sample(x, grid, mode=call.mode, padding_mode=call.padding_mode,
                       align_corners=call.align_corners)
+
+
+class FusedMatrixBackend(Backend):
+    """Base of the fused kernels: 2-D matrix families, bilinear/nearest, zeros/border.
+
+    A subclass names the package its kernels need (``package``), the input dtypes they
+    take (``dtypes``), where they run (``device_unsupported``) and the autograd function
+    that runs them (``function``), called as ``function.apply(input, matrix (N, 3, 3),
+    out_h, out_w, nearest, border, align_corners, projective)``.
+    """
+
+    package = ""
+    dtypes: tuple[torch.dtype, ...] = ()
+    function: type[torch.autograd.Function]
+
+    def __init__(self):
+        self._available = importlib.util.find_spec(self.package) is not None
+
+    def device_unsupported(self, x: torch.Tensor) -> str | None:
+        """``None`` if the kernels run where ``x`` lives, else why not."""
+        raise NotImplementedError
+
+    def unsupported(self, call: WarpCall) -> str | None:
+        x = call.input
+        if not self._available:
+            return f"{self.package} is not installed (pip install {self.package})"
+        reason = self.device_unsupported(x)
+        if reason is not None:
+            return reason
+        if not call.transform.is_matrix or call.transform.ndim != 2:
+            return (f"it supports the 2-D matrix families, got {call.transform.name!r} "
+                    "(use backend='torch')")
+        if x.dtype not in self.dtypes:
+            names = [str(d).removeprefix("torch.") for d in self.dtypes]
+            return (f"it supports {', '.join(names[:-1])} and {names[-1]} input, "
+                    f"got {x.dtype}")
+        if call.mode not in ("bilinear", "nearest"):
+            return f"it supports mode 'bilinear' and 'nearest', got {call.mode!r}"
+        if call.padding_mode not in ("zeros", "border"):
+            return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
+        if x.numel() == 0 or 0 in call.out_size:
+            return "empty input or output"
+        return None
+
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        tf = call.transform
+        return self.function.apply(
+            call.input, tf._matrix(call.params), int(call.out_size[0]), int(call.out_size[1]),
+            call.mode == "nearest", call.padding_mode == "border", call.align_corners,
+            tf.projective)
 
 
 # Tried in this order by backend="auto"; the reference path is always last.
