@@ -118,6 +118,43 @@ def _round_half_even(v):
 
 
 @triton.jit
+def _nearest_tap(ix, iy, mask, H, W):
+    """Column, row and in-image mask of the nearest pixel (ties to even, as nearbyint)."""
+    xn = _round_half_even(ix).to(tl.int64)
+    yn = _round_half_even(iy).to(tl.int64)
+    ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+    return xn, yn, ok
+
+
+@triton.jit
+def _bilinear_taps(ix, iy, mask, H, W):
+    """Top-left tap (x0, y0), fractions (tx, ty), in-image masks and weights of the 2x2
+    neighbourhood, in the order 00, 01 (right), 10 (below), 11."""
+    x0f = tl.floor(ix)
+    y0f = tl.floor(iy)
+    tx = ix - x0f
+    ty = iy - y0f
+    x0 = x0f.to(tl.int64)
+    y0 = y0f.to(tl.int64)
+    in_x0 = (x0 >= 0) & (x0 < W)
+    in_x1 = (x0 + 1 >= 0) & (x0 + 1 < W)
+    in_y0 = mask & (y0 >= 0) & (y0 < H)
+    in_y1 = mask & (y0 + 1 >= 0) & (y0 + 1 < H)
+    return (x0, y0, tx, ty, in_y0 & in_x0, in_y0 & in_x1, in_y1 & in_x0, in_y1 & in_x1,
+            (1.0 - tx) * (1.0 - ty), tx * (1.0 - ty), (1.0 - tx) * ty, tx * ty)
+
+
+@triton.jit
+def _load_taps(p, sxh, sxw, ok00, ok01, ok10, ok11):
+    """The 2x2 neighbourhood at ``p`` in float32, 0 where outside the image."""
+    v00 = tl.load(p, mask=ok00, other=0.0).to(tl.float32)
+    v01 = tl.load(p + sxw, mask=ok01, other=0.0).to(tl.float32)
+    v10 = tl.load(p + sxh, mask=ok10, other=0.0).to(tl.float32)
+    v11 = tl.load(p + sxh + sxw, mask=ok11, other=0.0).to(tl.float32)
+    return v00, v01, v10, v11
+
+
+@triton.jit
 def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo, BLOCKS,
                     sxn, sxc, sxh, sxw, son, soc, soh, sow, eps16,
                     NEAREST: tl.constexpr, BORDER: tl.constexpr, ALIGN: tl.constexpr,
@@ -130,37 +167,19 @@ def warp_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo, BLOCKS,
     x_base = x_ptr + n * sxn
     o_ptrs = out_ptr + n * son + i.to(tl.int64) * soh + j.to(tl.int64) * sow
     if NEAREST:
-        xn = _round_half_even(ix).to(tl.int64)
-        yn = _round_half_even(iy).to(tl.int64)
-        ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+        xn, yn, ok = _nearest_tap(ix, iy, mask, H, W)
         src = x_base + yn * sxh + xn * sxw
         for c in range(C):
             ci = tl.cast(c, tl.int64)  # int64 channel offsets
             v = tl.load(src + ci * sxc, mask=ok, other=0.0)
             tl.store(o_ptrs + ci * soc, v, mask=mask)
     else:
-        x0f = tl.floor(ix)
-        y0f = tl.floor(iy)
-        tx = ix - x0f
-        ty = iy - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
-        in_x0 = (x0 >= 0) & (x0 < W)
-        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < W)
-        in_y0 = (y0 >= 0) & (y0 < H)
-        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < H)
-        w00 = (1.0 - tx) * (1.0 - ty)
-        w01 = tx * (1.0 - ty)
-        w10 = (1.0 - tx) * ty
-        w11 = tx * ty
+        x0, y0, _, _, ok00, ok01, ok10, ok11, w00, w01, w10, w11 = _bilinear_taps(
+            ix, iy, mask, H, W)
         p00 = x_base + y0 * sxh + x0 * sxw
         for c in range(C):
             ci = tl.cast(c, tl.int64)  # int64 channel offsets
-            p = p00 + ci * sxc
-            v00 = tl.load(p, mask=mask & in_y0 & in_x0, other=0.0).to(tl.float32)
-            v01 = tl.load(p + sxw, mask=mask & in_y0 & in_x1, other=0.0).to(tl.float32)
-            v10 = tl.load(p + sxh, mask=mask & in_y1 & in_x0, other=0.0).to(tl.float32)
-            v11 = tl.load(p + sxh + sxw, mask=mask & in_y1 & in_x1, other=0.0).to(tl.float32)
+            v00, v01, v10, v11 = _load_taps(p00 + ci * sxc, sxh, sxw, ok00, ok01, ok10, ok11)
             acc = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
             tl.store(o_ptrs + ci * soc, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -185,9 +204,7 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
     scale = tl.load(scale_ptr + n)
     if NEAREST:
         if NEED_X:
-            xn = _round_half_even(ix).to(tl.int64)
-            yn = _round_half_even(iy).to(tl.int64)
-            ok = mask & (xn >= 0) & (xn < W) & (yn >= 0) & (yn < H)
+            xn, yn, ok = _nearest_tap(ix, iy, mask, H, W)
             for c in range(C):
                 ci = tl.cast(c, tl.int64)  # int64 channel offsets
                 g = tl.load(g_ptrs + ci * sgc, mask=mask, other=0.0).to(tl.float32)
@@ -195,20 +212,8 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
                 tl.atomic_add(gx_base + ci * plane + yn * W + xn, q, mask=ok)
         # Nearest sampling has no coordinate gradient: the partial sums stay zero.
     else:
-        x0f = tl.floor(ix)
-        y0f = tl.floor(iy)
-        tx = ix - x0f
-        ty = iy - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
-        ok00 = mask & (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
-        ok01 = mask & (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
-        ok10 = mask & (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W)
-        ok11 = mask & (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
-        w00 = (1.0 - tx) * (1.0 - ty)
-        w01 = tx * (1.0 - ty)
-        w10 = (1.0 - tx) * ty
-        w11 = tx * ty
+        x0, y0, tx, ty, ok00, ok01, ok10, ok11, w00, w01, w10, w11 = _bilinear_taps(
+            ix, iy, mask, H, W)
         p00 = x_base + y0 * sxh + x0 * sxw
         k00 = y0 * W + x0
         gix = tl.zeros([BLOCK], tl.float32)
@@ -224,11 +229,8 @@ def warp_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, W, 
                 tl.atomic_add(base + W, tl.floor(w10 * gs + 0.5).to(tl.int64), mask=ok10)
                 tl.atomic_add(base + W + 1, tl.floor(w11 * gs + 0.5).to(tl.int64), mask=ok11)
             if NEED_M:
-                p = p00 + ci * sxc
-                v00 = tl.load(p, mask=ok00, other=0.0).to(tl.float32)
-                v01 = tl.load(p + sxw, mask=ok01, other=0.0).to(tl.float32)
-                v10 = tl.load(p + sxh, mask=ok10, other=0.0).to(tl.float32)
-                v11 = tl.load(p + sxh + sxw, mask=ok11, other=0.0).to(tl.float32)
+                v00, v01, v10, v11 = _load_taps(p00 + ci * sxc, sxh, sxw,
+                                                ok00, ok01, ok10, ok11)
                 gix += g * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
                 giy += g * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
         if NEED_M:
