@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
 
 from .warping import FusedMatrixBackend
@@ -81,7 +82,7 @@ class _FusedWarp(torch.autograd.Function):
         fn = k.warp_forward_serial if serial else k.warp_forward
         _timed(f"forward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
                out.numpy(), nearest, border, align, projective, _eps16(matrix.dtype), tasks,
-               nearest and x.dtype == torch.float32)
+               nearest and x.dtype == torch.float32, np.empty(tasks))
         ctx.save_for_backward(x, m)
         ctx.options = (nearest, border, align, projective, _eps16(matrix.dtype), matrix.dtype)
         return out
@@ -110,7 +111,7 @@ class _FusedWarp(torch.autograd.Function):
         fn = k.warp_backward_serial if serial else k.warp_backward
         _timed(f"backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m.numpy(),
                go.numpy(), gx.numpy(), gm.numpy(), need_x, need_m, nearest, border, align,
-               projective, eps16, nearest and x.dtype == torch.float32)
+               projective, eps16, nearest and x.dtype == torch.float32, np.empty(n * groups))
         grad_m = None
         if need_m:
             # Fixed-order sum of the per-channel-group partials: deterministic.

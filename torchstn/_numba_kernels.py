@@ -31,6 +31,9 @@ _OUTSIDE, _INSIDE, _PARTIAL = 0, 1, 2
 # in blocks of _CHANNEL_BLOCK channels (measured best on a Zen 4 core, 56x56x64 images).
 _PIXEL_MAJOR_CHANNELS = 8
 _CHANNEL_BLOCK = 32
+# Input rows are prefetched (see _touch) a block of output rows at a time, blocks of
+# about this many samples.
+_BLOCK_SAMPLES = 1024
 
 
 @njit(cache=True)
@@ -207,6 +210,87 @@ def _corner_values(src, j, H, W, K, X0, Y0, zero):
     return v00, v01, v10, v11, in_x0, in_x1, in_y0, in_y1
 
 
+@njit(inline="always", cache=True)
+def _footprint(m, xa, xb, ya, yb, H, W, align, projective, eps16):
+    """Input pixels that output points in [xa, xb] x [ya, yb] (normalised) can read.
+
+    Returns the inclusive box (x_lo, x_hi, y_lo, y_hi), clamped to the image and widened
+    by a pixel for bilinear taps and rounding. An affine map sends the output rectangle
+    to a parallelogram, a projective one with ``w > 0`` at all four corners (so
+    everywhere between them) to a convex quadrilateral: either way the corners bound it.
+    Anything else (a corner at or behind the horizon, a non-finite matrix) gives the
+    whole image. Only used to prefetch: it never decides a value.
+    """
+    sx = 0.5 * (W - 1) if align else 0.5 * W
+    sy = 0.5 * (H - 1) if align else 0.5 * H
+    ox = 0.5 * (W - 1)
+    oy = 0.5 * (H - 1)
+    thresh = eps16 * (abs(m[2, 0]) + abs(m[2, 1]) + abs(m[2, 2]))
+    x_lo = y_lo = np.inf
+    x_hi = y_hi = -np.inf
+    for corner in range(4):
+        u = xa if corner & 1 == 0 else xb
+        v = ya if corner < 2 else yb
+        px = m[0, 0] * u + m[0, 1] * v + m[0, 2]
+        py = m[1, 0] * u + m[1, 1] * v + m[1, 2]
+        if projective:
+            w = m[2, 0] * u + m[2, 1] * v + m[2, 2]
+            if not w > thresh:
+                return 0, W - 1, 0, H - 1
+            px /= w
+            py /= w
+        ix = px * sx + ox
+        iy = py * sy + oy
+        x_lo, x_hi = min(x_lo, ix), max(x_hi, ix)
+        y_lo, y_hi = min(y_lo, iy), max(y_hi, iy)
+    if not (np.isfinite(x_lo) and np.isfinite(x_hi) and np.isfinite(y_lo)
+            and np.isfinite(y_hi)):
+        return 0, W - 1, 0, H - 1
+    # Clamped in floating point first: converting an out-of-range float is undefined.
+    x_lo = min(max(x_lo, -2.0), W + 1.0)
+    x_hi = min(max(x_hi, -2.0), W + 1.0)
+    y_lo = min(max(y_lo, -2.0), H + 1.0)
+    y_hi = min(max(y_hi, -2.0), H + 1.0)
+    return (max(0, int(np.floor(x_lo)) - 1), min(W - 1, int(np.floor(x_hi)) + 2),
+            max(0, int(np.floor(y_lo)) - 1), min(H - 1, int(np.floor(y_hi)) + 2))
+
+
+@njit(inline="always", cache=True)
+def _touch(planes, c0, c1, W, x_lo, x_hi, y_lo, y_hi, step):
+    """Read one value per cache line of rows y_lo..y_hi, columns x_lo..x_hi, of planes
+    c0..c1-1 of ``planes`` (C, H * W), and return their sum (for a sink).
+
+    Bilinear taps of a rotated or sheared warp walk the input diagonally, which the
+    hardware prefetcher does not follow: every new cache line is a miss to memory. Read
+    row by row first, the same lines arrive at streaming speed (3.4 -> 1.4 ns per
+    sample on a 224 x 224 plane).
+    """
+    s = 0.0
+    for c in range(c0, c1):
+        for y in range(y_lo, y_hi + 1):
+            row = y * W
+            for q in range(row + x_lo, row + x_hi + 1, step):
+                s += planes[c, q]
+            s += planes[c, row + x_hi]
+    return s
+
+
+@njit(inline="always", cache=True)
+def _prefetch_rows(planes, c0, c1, W, box, need_lo, need_hi, done_lo, done_hi, step):
+    """Touch (see _touch) the rows of need_lo..need_hi not in done_lo..done_hi, with the
+    columns of ``box``; return the sum and the new done interval (empty: lo > hi)."""
+    x_lo, x_hi = box[0], box[1]
+    s = 0.0
+    if done_lo > done_hi:  # nothing touched yet
+        s += _touch(planes, c0, c1, W, x_lo, x_hi, need_lo, need_hi, step)
+        return s, need_lo, need_hi
+    if need_lo < done_lo:
+        s += _touch(planes, c0, c1, W, x_lo, x_hi, need_lo, min(need_hi, done_lo - 1), step)
+    if need_hi > done_hi:
+        s += _touch(planes, c0, c1, W, x_lo, x_hi, max(need_lo, done_hi + 1), need_hi, step)
+    return s, min(need_lo, done_lo), max(need_hi, done_hi)
+
+
 @njit(cache=True)
 def _row_sums(d, xo):
     """(sum(d * xo), sum(d)) in a fixed order."""
@@ -219,12 +303,13 @@ def _row_sums(d, xo):
 
 
 @njit(parallel=True, cache=True)
-def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f32):
+def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f32, sink):
     """out[n, c, i, j] = x[n, c] sampled at the input point of output pixel (i, j).
 
     x: (N, C, H, W); m: (N, 3, 3) float64; out: (N, C, Ho, Wo), same dtype as x. The
     N * Ho output rows are split into ``tasks`` contiguous runs (any split gives the same
-    result).
+    result). sink: (tasks,) float64, receives the sums of the prefetch reads (so that
+    they are not optimised away; the values mean nothing).
     """
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -234,6 +319,8 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
     yos = _base_coords(Ho, align, f32)
     rows = N * Ho
     per = (rows + tasks - 1) // tasks
+    rows_per_block = max(2, _BLOCK_SAMPLES // Wo)
+    line = max(1, 64 // x.itemsize)
     for t in prange(tasks):
         f64 = np.empty((6, Wo), np.float64)
         IX, IY, TX, TY, GX, GY = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5]
@@ -243,9 +330,29 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
         wts = np.empty((4, Wo), x.dtype)
         W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
         zero = np.zeros(1, x.dtype)[0]
-        for r in range(t * per, min(rows, (t + 1) * per)):
+        one = np.uint64(1)
+        Wu = np.uint64(W)
+        r_end = min(rows, (t + 1) * per)
+        touched = 0.0
+        n_cur = -1
+        last = block_end = done_lo = done_hi = 0
+        box = (0, 0, 0, 0)
+        for r in range(t * per, r_end):
             n = r // Ho
             i = r - n * Ho
+            if n != n_cur:  # this task's first row of image n: its columns, nothing touched
+                n_cur = n
+                last = min(Ho, r_end - n * Ho) - 1
+                box = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[last], H, W, align,
+                                 projective, eps16)
+                block_end, done_lo, done_hi = i, 0, -1
+            if i == block_end:  # prefetch the input rows of the next block of output rows
+                block_end = min(last + 1, i + rows_per_block)
+                _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[block_end - 1],
+                                          H, W, align, projective, eps16)
+                s, done_lo, done_hi = _prefetch_rows(xf[n], 0, C, W, box, lo, hi, done_lo,
+                                                     done_hi, line)
+                touched += s
             _coords(m[n], yos[i], xo, H, W, border, align, projective, eps16, False, f32,
                     IX, IY, GX, GY, GX, GX, GX)
             _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
@@ -299,24 +406,28 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
                     kind = KIND[j]
                     k = K[j]
                     if kind == _INSIDE:
-                        dst[j] = (W00[j] * src[k] + W01[j] * src[k + 1]
-                                  + W10[j] * src[k + W] + W11[j] * src[k + W + 1])
+                        # Unsigned indices: Numba then skips its negative-index wraparound.
+                        k0 = np.uint64(k)
+                        dst[j] = (W00[j] * src[k0] + W01[j] * src[k0 + one]
+                                  + W10[j] * src[k0 + Wu] + W11[j] * src[k0 + Wu + one])
                     elif kind == _OUTSIDE:
                         dst[j] = 0.0
                     else:
                         v00, v01, v10, v11, _, _, _, _ = _corner_values(
                             src, j, H, W, K, X0, Y0, zero)
                         dst[j] = W00[j] * v00 + W01[j] * v01 + W10[j] * v10 + W11[j] * v11
+        sink[t] = touched
 
 
 @njit(parallel=True, cache=True)
 def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
-                  eps16, f32):
+                  eps16, f32, sink):
     """Gradients of warp_forward.
 
     gout: (N, C, Ho, Wo); gx: (N, C, H, W) zeros, written when ``need_x``; gm:
     (N, G, 3, 3) float64 zeros, G = ceil(C / CHANNEL_GROUP), partial matrix gradients of
-    each channel group, written when ``need_m`` (sum over G afterwards).
+    each channel group, written when ``need_m`` (sum over G afterwards). sink: (N * G,)
+    float64, as in warp_forward.
     """
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
@@ -327,6 +438,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     coord_grad = need_m and not nearest
     xo = _base_coords(Wo, align, f32)
     yos = _base_coords(Ho, align, f32)
+    rows_per_block = max(2, _BLOCK_SAMPLES // Wo)
+    line = max(1, 64 // x.itemsize)
     for t in prange(N * G):
         n = t // G
         g = t - n * G
@@ -345,8 +458,26 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         Wu = np.uint64(W)
         # Matrix-gradient accumulators (scalars, so they live in registers).
         a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
+                         projective, eps16)
+        touched = 0.0
+        x_lo = gx_lo = 0
+        x_hi = gx_hi = -1
+        block_end = 0
         for i in range(Ho):
             yo = yos[i]
+            if i == block_end:  # prefetch the rows the next block of output rows reads
+                block_end = min(Ho, i + rows_per_block)
+                _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yo, yos[block_end - 1],
+                                          H, W, align, projective, eps16)
+                if coord_grad:
+                    s, x_lo, x_hi = _prefetch_rows(xf[n], c0, c1, W, box, lo, hi, x_lo, x_hi,
+                                                   line)
+                    touched += s
+                if need_x:
+                    s, gx_lo, gx_hi = _prefetch_rows(gxf[n], c0, c1, W, box, lo, hi, gx_lo,
+                                                     gx_hi, line)
+                    touched += s
             _coords(m[n], yo, xo, H, W, border, align, projective, eps16, coord_grad, f32,
                     IX, IY, GX, GY, XS, YS, WS)
             _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
@@ -444,6 +575,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                 a10 += s0
                 a11 += s1 * yo
                 a12 += s1
+        sink[t] = touched
         if need_m:
             gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
             gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
