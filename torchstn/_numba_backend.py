@@ -8,7 +8,9 @@ then carries the matrix gradient to the family's parameters.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import time
 
 import numpy as np
@@ -64,6 +66,47 @@ def _set_threads() -> int:
     return threads
 
 
+#: Tensors from this size on are backed by transparent huge pages where Linux offers them.
+HUGE_PAGES_FROM = 4 << 20
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+_madvise = None
+
+
+def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
+    """Ask Linux to back the 2 MiB-aligned interior of ``t`` with huge pages; return ``t``.
+
+    The output of a large warp is freshly mapped memory (glibc serves big allocations
+    with mmap), and writing it first costs a page fault per 4 KiB: a third of a
+    64 x 3 x 224 x 224 forward pass. With huge pages that is one fault per 2 MiB
+    (38.5 MB filled in 3.3 ms instead of 12 ms here). NumPy does the same for its large
+    arrays. A no-op off Linux, for small tensors, or where madvise is refused.
+    """
+    global _madvise
+    nbytes = t.numel() * t.element_size()
+    if nbytes < HUGE_PAGES_FROM or not sys.platform.startswith("linux"):
+        return t
+    if _madvise is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.madvise
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _madvise = fn
+        except (OSError, AttributeError):
+            _madvise = False
+    if _madvise:
+        start = -(-t.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+        end = (t.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+        if end > start:
+            _madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: failure is harmless
+    return t
+
+
+def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+    return _advise_huge_pages(torch.empty(*shape, dtype=dtype))
+
+
 def _eps16(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps
 
@@ -74,7 +117,7 @@ class _FusedWarp(torch.autograd.Function):
         k = _load()
         x = input.detach().contiguous()
         m = matrix.detach().to(torch.float64).contiguous()
-        out = torch.empty(x.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
+        out = _empty(x.shape[0], x.shape[1], out_h, out_w, dtype=x.dtype)
         serial = _serial(out.numel())
         threads = 1 if serial else _set_threads()
         # Contiguous runs of output rows; the split does not change the result.
@@ -103,7 +146,8 @@ class _FusedWarp(torch.autograd.Function):
         go = grad_out.contiguous().to(x.dtype)
         n, c = x.shape[:2]
         groups = -(-c // k.CHANNEL_GROUP)
-        gx = torch.zeros_like(x) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
+        # The kernel zeroes gx itself, each task its own planes (in parallel, into cache).
+        gx = _empty(*x.shape, dtype=x.dtype) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = torch.zeros(n if need_m else 1, groups if need_m else 1, 3, 3, dtype=torch.float64)
         serial = _serial(go.numel())
         if not serial:

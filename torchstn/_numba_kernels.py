@@ -424,7 +424,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                   eps16, f32, sink):
     """Gradients of warp_forward.
 
-    gout: (N, C, Ho, Wo); gx: (N, C, H, W) zeros, written when ``need_x``; gm:
+    gout: (N, C, Ho, Wo); gx: (N, C, H, W), overwritten when ``need_x``; gm:
     (N, G, 3, 3) float64 zeros, G = ceil(C / CHANNEL_GROUP), partial matrix gradients of
     each channel group, written when ``need_m`` (sum over G afterwards). sink: (N * G,)
     float64, as in warp_forward.
@@ -458,6 +458,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         Wu = np.uint64(W)
         # Matrix-gradient accumulators (scalars, so they live in registers).
         a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        if need_x:
+            gxf[n, c0:c1] = 0.0
         box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
                          projective, eps16)
         touched = 0.0
