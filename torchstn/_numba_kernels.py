@@ -291,9 +291,14 @@ def _prefetch_rows(planes, c0, c1, W, box, need_lo, need_hi, done_lo, done_hi, s
     return s, min(need_lo, done_lo), max(need_hi, done_hi)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc"})
 def _row_sums(d, xo):
-    """(sum(d * xo), sum(d)) in a fixed order."""
+    """(sum(d * xo), sum(d)).
+
+    Reassociation lets the compiler sum in vector lanes (a loop-carried float add
+    otherwise costs its full latency per pixel). The order is then fixed by the compiled
+    code: the same on every run and thread count, though not the left-to-right order.
+    """
     s0 = 0.0
     s1 = 0.0
     for j in range(d.shape[0]):
@@ -428,6 +433,12 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     (N, G, 3, 3) float64 zeros, G = ceil(C / CHANNEL_GROUP), partial matrix gradients of
     each channel group, written when ``need_m`` (sum over G afterwards). sink: (N * G,)
     float64, as in warp_forward.
+
+    Each output row goes through a pipeline of loops: coordinates and taps (vectorised),
+    then per channel a scalar loop that only loads the four tap values and a vectorised
+    loop that folds them into the row's coordinate gradient, then the chain rule to the
+    matrix, summed in 8 fixed lanes. The input gradient is a scatter, a scalar loop of
+    its own.
     """
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
@@ -445,15 +456,17 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         g = t - n * G
         c0 = g * CHANNEL_GROUP
         c1 = min(C, c0 + CHANNEL_GROUP)
-        f64 = np.empty((12, Wo), np.float64)
-        IX, IY, TX, TY, GX, GY = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5]
-        XS, YS, WS, DX, DY, DW = f64[6], f64[7], f64[8], f64[9], f64[10], f64[11]
+        f64 = np.empty((10, Wo), np.float64)
+        IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
+        XS, YS, WS, DX, DY, DW = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9]
         ints = np.empty((3, Wo), np.int64)
         K, X0, Y0 = ints[0], ints[1], ints[2]
         KIND = np.empty(Wo, np.int8)
-        wts = np.empty((4, Wo), x.dtype)
-        W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
+        row = np.empty((12, Wo), x.dtype)
+        W00, W01, W10, W11, TX, TY = row[0], row[1], row[2], row[3], row[4], row[5]
+        V00, V01, V10, V11, GIX, GIY = row[6], row[7], row[8], row[9], row[10], row[11]
         zero = np.zeros(1, x.dtype)[0]
+        one_x = np.ones(1, x.dtype)[0]
         one = np.uint64(1)
         Wu = np.uint64(W)
         # Matrix-gradient accumulators (scalars, so they live in registers).
@@ -484,104 +497,118 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                     IX, IY, GX, GY, XS, YS, WS)
             _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
             base = i * Wo
-            if coord_grad:
-                DX[:] = 0.0
-                DY[:] = 0.0
-            # Pixel-major: each sample's taps are loaded once for the channel group, its
-            # coordinate gradient is summed over the group in registers, and successive
-            # read-modify-writes of one plane are a group's worth of work apart.
+            if need_x:
+                _scatter_row(gxf[n], gof[n], c0, c1, base, H, W, nearest, KIND, K, X0, Y0,
+                             W00, W01, W10, W11)
+            if not coord_grad:
+                continue
+            GIX[:] = zero
+            GIY[:] = zero
+            for c in range(c0, c1):
+                src = xf[n, c]
+                grow = gof[n, c, base : base + Wo]
+                for j in range(Wo):  # loads only (scalar: gathers are no faster here)
+                    kind = KIND[j]
+                    if kind == _INSIDE:
+                        k0 = np.uint64(K[j])
+                        V00[j] = src[k0]
+                        V01[j] = src[k0 + one]
+                        V10[j] = src[k0 + Wu]
+                        V11[j] = src[k0 + Wu + one]
+                    elif kind == _OUTSIDE:
+                        V00[j] = V01[j] = V10[j] = V11[j] = zero
+                    else:
+                        v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K, X0,
+                                                                        Y0, zero)
+                        V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
+                for j in range(Wo):  # d(sample) / d(pixel coordinate), summed over channels
+                    # Outside samples read no pixel: a NaN grad_out there does not leak in.
+                    gv = grow[j] if KIND[j] != _OUTSIDE else zero
+                    tx, ty = TX[j], TY[j]
+                    GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
+                                    + (V11[j] - V10[j]) * ty)
+                    GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
+                                    + (V11[j] - V01[j]) * tx)
+            # The chain rule to the matrix (Eq. 1: d(x, y) / d(matrix row) = (xo, yo, 1)).
             for j in range(Wo):
-                kind = KIND[j]
-                if kind == _OUTSIDE:
-                    continue
-                k = K[j]
-                o = base + j
-                if nearest:
-                    if need_x:
-                        for c in range(c0, c1):
-                            gxf[n, c, k] += gof[n, c, o]
-                    continue
-                w00, w01, w10, w11 = W00[j], W01[j], W10[j], W11[j]
-                tx, ty = TX[j], TY[j]
-                gix = 0.0
-                giy = 0.0
-                if kind == _INSIDE:
-                    # Unsigned indices: Numba then skips its negative-index wraparound.
-                    k0 = np.uint64(k)
-                    k1 = k0 + one
-                    k2 = k0 + Wu
-                    k3 = k2 + one
-                    for c in range(c0, c1):
-                        gv = gof[n, c, o]
-                        if need_x:
-                            gxf[n, c, k0] += w00 * gv
-                            gxf[n, c, k1] += w01 * gv
-                            gxf[n, c, k2] += w10 * gv
-                            gxf[n, c, k3] += w11 * gv
-                        if coord_grad:
-                            v00, v01 = xf[n, c, k0], xf[n, c, k1]
-                            v10, v11 = xf[n, c, k2], xf[n, c, k3]
-                            gix += gv * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
-                            giy += gv * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
-                else:
-                    x0, y0 = X0[j], Y0[j]
-                    ok00 = (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
-                    ok01 = (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
-                    ok10 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W)
-                    ok11 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
-                    for c in range(c0, c1):
-                        gv = gof[n, c, o]
-                        v00 = v01 = v10 = v11 = zero
-                        if ok00:
-                            v00 = xf[n, c, k]
-                            if need_x:
-                                gxf[n, c, k] += w00 * gv
-                        if ok01:
-                            v01 = xf[n, c, k + 1]
-                            if need_x:
-                                gxf[n, c, k + 1] += w01 * gv
-                        if ok10:
-                            v10 = xf[n, c, k + W]
-                            if need_x:
-                                gxf[n, c, k + W] += w10 * gv
-                        if ok11:
-                            v11 = xf[n, c, k + W + 1]
-                            if need_x:
-                                gxf[n, c, k + W + 1] += w11 * gv
-                        if coord_grad:
-                            gix += gv * ((v01 - v00) * (1.0 - ty) + (v11 - v10) * ty)
-                            giy += gv * ((v10 - v00) * (1.0 - tx) + (v11 - v01) * tx)
-                if coord_grad:
-                    DX[j] = gix * GX[j]  # dL / d(normalised input x)
-                    DY[j] = giy * GY[j]
-            if coord_grad:
-                # The row's sums in a separate tight loop (the chain rule through the
-                # matrix, Eq. 1: d(x, y) / d(matrix row) = (xo, yo, 1)).
-                if projective:
-                    for j in range(Wo):  # through the division by w
-                        w = WS[j]
-                        dxn = DX[j]
-                        dyn = DY[j]
-                        DX[j] = dxn / w
-                        DY[j] = dyn / w
-                        DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
-                    s0, s1 = _row_sums(DW, xo)
-                    a20 += s0
-                    a21 += s1 * yo
-                    a22 += s1
-                s0, s1 = _row_sums(DX, xo)
-                a00 += s0
-                a01 += s1 * yo
-                a02 += s1
-                s0, s1 = _row_sums(DY, xo)
-                a10 += s0
-                a11 += s1 * yo
-                a12 += s1
+                DX[j] = np.float64(GIX[j]) * GX[j]  # dL / d(normalised input x)
+                DY[j] = np.float64(GIY[j]) * GY[j]
+            if projective:
+                for j in range(Wo):  # through the division by w
+                    w = WS[j]
+                    dxn = DX[j]
+                    dyn = DY[j]
+                    DX[j] = dxn / w
+                    DY[j] = dyn / w
+                    DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
+                rw0, rw1 = _row_sums(DW, xo)
+            else:
+                rw0 = rw1 = 0.0
+            rx0, rx1 = _row_sums(DX, xo)
+            ry0, ry1 = _row_sums(DY, xo)
+            a00 += rx0
+            a01 += rx1 * yo
+            a02 += rx1
+            a10 += ry0
+            a11 += ry1 * yo
+            a12 += ry1
+            a20 += rw0
+            a21 += rw1 * yo
+            a22 += rw1
         sink[t] = touched
         if need_m:
             gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
             gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
             gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
+
+
+@njit(inline="always", cache=True)
+def _scatter_row(gxn, gon, c0, c1, base, H, W, nearest, KIND, K, X0, Y0, W00, W01, W10, W11):
+    """Add one output row's gradient to the input gradient planes c0..c1-1.
+
+    Pixel-major: successive read-modify-writes of one plane are a channel group's work
+    apart, so they rarely wait on each other.
+    """
+    one = np.uint64(1)
+    Wu = np.uint64(W)
+    for j in range(K.shape[0]):
+        kind = KIND[j]
+        if kind == _OUTSIDE:
+            continue
+        k = K[j]
+        o = base + j
+        if nearest:
+            for c in range(c0, c1):
+                gxn[c, k] += gon[c, o]
+            continue
+        w00, w01, w10, w11 = W00[j], W01[j], W10[j], W11[j]
+        if kind == _INSIDE:
+            k0 = np.uint64(k)  # unsigned: Numba then skips its negative-index wraparound
+            k1 = k0 + one
+            k2 = k0 + Wu
+            k3 = k2 + one
+            for c in range(c0, c1):
+                gv = gon[c, o]
+                gxn[c, k0] += w00 * gv
+                gxn[c, k1] += w01 * gv
+                gxn[c, k2] += w10 * gv
+                gxn[c, k3] += w11 * gv
+        else:
+            x0, y0 = X0[j], Y0[j]
+            ok00 = (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
+            ok01 = (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+            ok10 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W)
+            ok11 = (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W)
+            for c in range(c0, c1):
+                gv = gon[c, o]
+                if ok00:
+                    gxn[c, k] += w00 * gv
+                if ok01:
+                    gxn[c, k + 1] += w01 * gv
+                if ok10:
+                    gxn[c, k + W] += w10 * gv
+                if ok11:
+                    gxn[c, k + W + 1] += w11 * gv
 
 
 def _renamed(fn, name):
