@@ -626,6 +626,10 @@ def _scatter_row(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest, 
     Wu = np.uint64(W)
     HW, HWo = gxn.shape[1], gon.shape[1]
     HWu, HWou = np.uint64(HW), np.uint64(HWo)
+    if not nearest and c1 - c0 < _PIXEL_MAJOR_CHANNELS:
+        for c in range(c0, c1):
+            _scatter_plane(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11)
+        return
     for j in range(K.shape[0]):
         kind = KIND[j]
         if kind == _OUTSIDE:
@@ -666,6 +670,65 @@ def _scatter_row(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest, 
                     gxn[c, k + W] += w10 * gv
                 if ok11:
                     gxn[c, k + W + 1] += w11 * gv
+
+
+@njit(inline="always", cache=True)
+def _scatter_plane(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11):
+    """Bilinear scatter of one output row into one input-gradient plane.
+
+    Neighbouring samples usually share a tap column: the right column of sample j is the
+    left column of sample j + 1. Read-modify-writes of the same address back to back
+    wait on each other (store-to-load forwarding), so the right column's two values are
+    carried in registers and added with the next sample's left column (or written when
+    the next sample does not continue there). Additions happen in a fixed order.
+    """
+    Wu = np.uint64(W)
+    pend = -1  # flat index of the carried column's top pixel; -1: nothing carried
+    pa = pb = np.zeros(1, gxp.dtype)[0]
+    for j in range(K.shape[0]):
+        kind = KIND[j]
+        if kind == _OUTSIDE:
+            continue
+        k = K[j]
+        gv = gop[base + j]
+        if kind == _INSIDE:
+            v00 = W00[j] * gv
+            v01 = W01[j] * gv
+            v10 = W10[j] * gv
+            v11 = W11[j] * gv
+            if k == pend:  # the carried column is this sample's left column
+                v00 += pa
+                v10 += pb
+            elif k + 1 == pend:  # ... or its right column (a magnified row)
+                v01 += pa
+                v11 += pb
+            elif pend >= 0:
+                pu = np.uint64(pend)
+                gxp[pu] += pa
+                gxp[pu + Wu] += pb
+            k0 = np.uint64(k)
+            gxp[k0] += v00
+            gxp[k0 + Wu] += v10
+            pend, pa, pb = k + 1, v01, v11
+            continue
+        if pend >= 0:  # a partial sample: settle the carried column first
+            pu = np.uint64(pend)
+            gxp[pu] += pa
+            gxp[pu + Wu] += pb
+            pend = -1
+        x0, y0 = X0[j], Y0[j]
+        if (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W):
+            gxp[k] += W00[j] * gv
+        if (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
+            gxp[k + 1] += W01[j] * gv
+        if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W):
+            gxp[k + W] += W10[j] * gv
+        if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
+            gxp[k + W + 1] += W11[j] * gv
+    if pend >= 0:
+        pu = np.uint64(pend)
+        gxp[pu] += pa
+        gxp[pu + Wu] += pb
 
 
 def _renamed(fn, name):
