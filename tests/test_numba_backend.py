@@ -1,8 +1,10 @@
 """The fused CPU kernels (backend="numba") against the reference path (backend="torch")."""
 
 import itertools
+import os
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,11 +163,14 @@ def _run(x, p, family="affine", threads=None, **kw):
 
 
 @pytest.mark.parametrize("family", ["affine", "projective"])
-def test_deterministic_across_runs_and_thread_counts(family):
+@pytest.mark.parametrize("channels", [40, 3])
+def test_deterministic_across_runs_and_thread_counts(family, channels):
     gen = torch.Generator().manual_seed(3)
-    assert 5 * 40 * 17 * 19 > _numba_backend.SERIAL_BELOW  # the parallel kernels
-    # 40 channels: three channel groups, summed in a fixed order.
-    x = torch.rand(5, 40, 17, 19, generator=gen)
+    assert 5 * 3 * 47 * 49 > _numba_backend.SERIAL_BELOW  # the parallel kernels
+    # 40 channels: three channel groups, summed in a fixed order, pixel by pixel; 3
+    # channels: plane by plane.
+    size = (17, 19) if channels == 40 else (47, 49)
+    x = torch.rand(5, channels, *size, generator=gen)
     p = _params(family, 5, torch.float32, gen)
     first = _run(x, p, family, threads=1)
     for threads in (1, 2, 3):
@@ -341,3 +346,81 @@ def test_nearest_resize_ties_break_as_the_reference(sizes, padding):
     kw = dict(mode="nearest", padding_mode=padding, out_size=(ho, wo))
     assert torch.equal(ts.warp(x, p, "affine", backend="numba", **kw),
                        ts.warp(x, p, "affine", backend="torch", **kw))
+
+
+def _footprint_case(m, out_h, out_w, h, w, align, rows):
+    """Every input pixel that bilinear taps of output rows ``rows`` read, against the box."""
+    xo = _numba_kernels._base_coords(out_w, align, False)
+    yo = _numba_kernels._base_coords(out_h, align, False)
+    box = _numba_kernels._footprint(m, xo[0], xo[-1], yo[rows[0]], yo[rows[-1]], h, w, align,
+                                    bool(m[2, 0] or m[2, 1] or m[2, 2] != 1), 16 * 2.2e-16)
+    gy, gx = np.meshgrid(yo[rows], xo, indexing="ij")
+    pts = m @ np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
+    px, py = pts[0] / pts[2], pts[1] / pts[2]
+    sx, sy = ((w - 1) / 2, (h - 1) / 2) if align else (w / 2, h / 2)
+    ix = px * sx + (w - 1) / 2
+    iy = py * sy + (h - 1) / 2
+    x0, y0 = np.floor(ix).astype(int), np.floor(iy).astype(int)
+    read = []
+    for dx, dy in [(0, 0), (1, 0), (0, 1), (1, 1)]:
+        tx, ty = x0 + dx, y0 + dy
+        ok = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
+        read.append((tx[ok], ty[ok]))
+    xs = np.concatenate([r[0] for r in read])
+    ys = np.concatenate([r[1] for r in read])
+    return box, xs, ys
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_prefetch_footprint_covers_every_tap(align):
+    """The prefetch box of a block of output rows holds every pixel their taps read
+    (else the prefetch misses lines; values never depend on it), and stays in the image."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(200):
+        m = np.eye(3) + rng.normal(0, 0.4, (3, 3))
+        if trial % 2 == 0:
+            m[2] = [0.0, 0.0, 1.0]  # affine
+        else:
+            m[2, :2] *= 0.3
+        h, w = rng.integers(3, 40, 2)
+        out_h, out_w = rng.integers(2, 40, 2)
+        r0 = int(rng.integers(0, out_h - 1))
+        rows = np.arange(r0, int(rng.integers(r0 + 1, out_h + 1)))
+        corners = m[2] @ np.array([[-1, -1, 1, 1], [-1, 1, -1, 1], [1, 1, 1, 1]])
+        box, xs, ys = _footprint_case(m, out_h, out_w, h, w, align, rows)
+        x_lo, x_hi, y_lo, y_hi = box
+        assert 0 <= x_lo and x_hi <= w - 1 and 0 <= y_lo and y_hi <= h - 1, box
+        if (corners <= 0).any():
+            continue  # near or behind the horizon the box may be the whole image
+        if xs.size:
+            assert x_lo <= xs.min() and xs.max() <= x_hi, (trial, box)
+            assert y_lo <= ys.min() and ys.max() <= y_hi, (trial, box)
+            checked += 1
+    assert checked > 100
+    # Behind the horizon: the whole image.
+    m = np.diag([1.0, 1.0, -1.0])
+    assert _numba_kernels._footprint(m, -1.0, 1.0, -1.0, 1.0, 5, 7, align, True,
+                                     1e-15) == (0, 6, 0, 4)
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+                    reason="no transparent huge pages on this system")
+def test_large_outputs_are_advised_huge_pages():
+    t = _numba_backend._empty(3 << 20, dtype=torch.float32)  # 12 MiB
+    start = t.data_ptr()
+    flags = None
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    mapping = None
+    for line in lines:
+        first = line.split()[0]
+        if "-" in first and all(c in "0123456789abcdef-" for c in first):
+            lo, hi = (int(v, 16) for v in first.split("-"))
+            mapping = lo <= start + (4 << 20) < hi
+        elif line.startswith("VmFlags:") and mapping:
+            flags = line.split()[1:]
+    assert flags is not None
+    assert "hg" in flags  # MADV_HUGEPAGE took effect on the tensor's memory
+    small = _numba_backend._empty(1000, dtype=torch.float32)
+    assert small.shape == (1000,)
