@@ -32,8 +32,8 @@ _OUTSIDE, _INSIDE, _PARTIAL = 0, 1, 2
 _PIXEL_MAJOR_CHANNELS = 8
 _CHANNEL_BLOCK = 32
 # Input rows are prefetched (see _touch) a block of output rows at a time, blocks of
-# about this many samples.
-_BLOCK_SAMPLES = 1024
+# about this many values (samples x channels).
+_BLOCK_VALUES = 16384
 
 
 @njit(cache=True)
@@ -328,7 +328,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
     yos = _base_coords(Ho, align, f32)
     rows = N * Ho
     per = (rows + tasks - 1) // tasks
-    rows_per_block = max(2, _BLOCK_SAMPLES // Wo)
+    rows_per_block = max(1, _BLOCK_VALUES // (Wo * C))
     line = max(1, 64 // x.itemsize)
     for t in prange(tasks):
         f64 = np.empty((6, Wo), np.float64)
@@ -465,7 +465,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     coord_grad = need_m and not nearest
     xo = _base_coords(Wo, align, f32)
     yos = _base_coords(Ho, align, f32)
-    rows_per_block = max(2, _BLOCK_SAMPLES // Wo)
+    rows_per_block = max(1, _BLOCK_VALUES // (Wo * min(C, CHANNEL_GROUP)))
     line = max(1, 64 // x.itemsize)
     for t in prange(N * G):
         n = t // G
