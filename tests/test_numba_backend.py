@@ -407,7 +407,7 @@ def test_prefetch_footprint_covers_every_tap(align):
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
                     reason="no transparent huge pages on this system")
 def test_large_outputs_are_advised_huge_pages():
-    t = _numba_backend._empty(3 << 20, dtype=torch.float32)  # 12 MiB
+    t = _numba_backend._empty(10 << 20, dtype=torch.float32)  # 40 MiB
     start = t.data_ptr()
     flags = None
     with open("/proc/self/smaps") as f:
@@ -424,3 +424,30 @@ def test_large_outputs_are_advised_huge_pages():
     assert "hg" in flags  # MADV_HUGEPAGE took effect on the tensor's memory
     small = _numba_backend._empty(1000, dtype=torch.float32)
     assert small.shape == (1000,)
+
+
+def test_inf_grad_out_matches_reference_in_many_channel_groups():
+    """An infinite output gradient gives an infinite (not NaN) matrix gradient, as on the
+    reference path: the tap weights multiply each channel's differences before summing."""
+    x = torch.rand(1, 9, 11, 13, dtype=torch.float64)
+    p = torch.tensor([[1.0, 0, 0, 0, 1, 0]], dtype=torch.float64)
+    go = torch.randn(1, 9, 9, 17, generator=torch.Generator().manual_seed(0),
+                     dtype=torch.float64)
+    go[0, -1, -1, -1] = float("inf")
+    grads = []
+    for backend in ("numba", "torch"):
+        pi = p.clone().requires_grad_(True)
+        out = ts.warp(x, pi, "affine", backend=backend, out_size=(9, 17), align_corners=True)
+        (gp,) = torch.autograd.grad(out, pi, go)
+        grads.append(gp)
+    assert torch.equal(torch.isnan(grads[0]), torch.isnan(grads[1])), grads
+    assert torch.equal(torch.isinf(grads[0]), torch.isinf(grads[1])), grads
+
+
+def test_torch_func_on_the_reference_path():
+    x = torch.rand(2, 3, 8, 9)
+    p = torch.tensor([[1.0, 0.1, 0, 0, 1, 0], [0.9, 0, 0.1, 0, 1, 0]])
+    g = torch.func.grad(lambda q: ts.warp(x, q, "affine", backend="torch").sum())(p)
+    pi = p.clone().requires_grad_(True)
+    ts.warp(x, pi, "affine", backend="torch").sum().backward()
+    assert torch.allclose(g, pi.grad)

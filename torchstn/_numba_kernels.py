@@ -527,16 +527,17 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             base = i * Wo
             if need_x:
                 _scatter_row(gxf[n], gof[n], flat_gx, flat_go, n, C, c0, c1, base, H, W,
-                             nearest, KIND, K, X0, Y0, W00, W01, W10, W11)
+                             nearest, KIND, K, X0, Y0, W00, W01, W10, W11, zero)
             if not coord_grad:
                 continue
             if c1 - c0 >= _PIXEL_MAJOR_CHANNELS:
                 # Many channels: pixel-major, one sample's taps for the whole group, with
-                # flat unsigned offsets stepped by a plane; the channel sums are factored
-                # as (1 - ty) * sum(g * (v01 - v00)) + ty * sum(g * (v11 - v10)).
+                # flat unsigned offsets stepped by a plane.
                 for j in range(Wo):
                     kind = KIND[j]
-                    p0 = p1 = q0 = q1 = zero
+                    tx, ty = TX[j], TY[j]
+                    tx1, ty1 = one_x - tx, one_x - ty
+                    gix = giy = zero
                     if kind == _INSIDE:
                         a = np.uint64((n * C + c0) * HW + K[j])
                         b = np.uint64((n * C + c0) * HWo + base + j)
@@ -544,10 +545,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                             gv = flat_go[b]
                             v00, v01 = flat_x[a], flat_x[a + one]
                             v10, v11 = flat_x[a + Wu], flat_x[a + Wu + one]
-                            p0 += gv * (v01 - v00)
-                            p1 += gv * (v11 - v10)
-                            q0 += gv * (v10 - v00)
-                            q1 += gv * (v11 - v01)
+                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
                             a += HWu
                             b += HWou
                     elif kind == _PARTIAL:
@@ -555,13 +554,10 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                             gv = gof[n, c, base + j]
                             v00, v01, v10, v11, _, _, _, _ = _corner_values(
                                 xf[n, c], j, H, W, K, X0, Y0, zero)
-                            p0 += gv * (v01 - v00)
-                            p1 += gv * (v11 - v10)
-                            q0 += gv * (v10 - v00)
-                            q1 += gv * (v11 - v01)
-                    tx, ty = TX[j], TY[j]
-                    GIX[j] = p0 * (one_x - ty) + p1 * ty
-                    GIY[j] = q0 * (one_x - tx) + q1 * tx
+                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
+                    GIX[j] = gix
+                    GIY[j] = giy
             else:
                 GIX[:] = zero
                 GIY[:] = zero
@@ -625,7 +621,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
 
 @njit(inline="always", cache=True)
 def _scatter_row(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest, KIND, K, X0,
-                 Y0, W00, W01, W10, W11):
+                 Y0, W00, W01, W10, W11, zero):
     """Add one output row's gradient to the input gradient planes c0..c1-1 of image n.
 
     gxn, gon: image n's planes (C, H * W) and (C, Ho * Wo); flat_gx, flat_go: the whole
@@ -640,7 +636,8 @@ def _scatter_row(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest, 
     HWu, HWou = np.uint64(HW), np.uint64(HWo)
     if not nearest and c1 - c0 < _PIXEL_MAJOR_CHANNELS:
         for c in range(c0, c1):
-            _scatter_plane(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11)
+            _scatter_plane(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11,
+                           zero)
         return
     for j in range(K.shape[0]):
         kind = KIND[j]
@@ -685,7 +682,7 @@ def _scatter_row(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest, 
 
 
 @njit(inline="always", cache=True)
-def _scatter_plane(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11):
+def _scatter_plane(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11, zero):
     """Bilinear scatter of one output row into one input-gradient plane.
 
     Neighbouring samples usually share a tap column: the right column of sample j is the
@@ -696,7 +693,7 @@ def _scatter_plane(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11):
     """
     Wu = np.uint64(W)
     pend = -1  # flat index of the carried column's top pixel; -1: nothing carried
-    pa = pb = np.zeros(1, gxp.dtype)[0]
+    pa = pb = zero
     for j in range(K.shape[0]):
         kind = KIND[j]
         if kind == _OUTSIDE:
