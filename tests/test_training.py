@@ -123,3 +123,17 @@ def test_reproduce_table1_skips_finished_runs(data_dir, tmp_path, monkeypatch):
     assert (tmp_path / "table1.md").read_text() == table
     partial = table1_markdown(tmp_path, ["r", "rts"], ["fcn"], 1, base)
     assert "| FCN | " in partial and "| - | 5.2 |" in partial
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    """Atomic writes go through mkstemp (owner-only); results get a plain file's mode."""
+    import os
+
+    from torchstn.checkpoint import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ._files import temp_beside
+
 __all__ = ["atomic_write_text", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
 
 
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    fd, tmp = temp_beside(path.parent, f".{path.name}-")
     os.close(fd)
     try:
         write(tmp)

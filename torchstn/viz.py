@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ._files import temp_beside
 
 __all__ = ["draw_grid", "save_figure", "pyplot"]
 
@@ -56,7 +57,7 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save ``fig`` atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    fd, tmp = temp_beside(path.parent, f".{path.stem}-", path.suffix)
     os.close(fd)
     try:
         fig.savefig(tmp, **kwargs)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._files import temp_beside
 
 __all__ = ["DATASETS", "download", "load_idx_dataset", "read_idx", "resolve_data_dir"]
 
@@ -130,7 +131,7 @@ def download(dataset: str, data_dir=None) -> Path:
                 errors.append(f"{url}: {e}")
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem}-", dir=folder)
+            fd, tmp = temp_beside(folder, f".{stem}-")
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
