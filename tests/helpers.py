@@ -1,6 +1,11 @@
 """Test helpers shared by several test files."""
 
+import re
+
+import pytest
 import torch
+
+import torchstn as ts
 
 
 def smooth_image(n, c, h, w, dtype=torch.float64):
@@ -17,3 +22,20 @@ def smooth_volume(n, c, d, h, w, dtype=torch.float64):
     z = torch.linspace(-1, 1, d, dtype=dtype).view(1, 1, d, 1, 1)
     img = smooth_image(n, c, h, w, dtype).unsqueeze(2)
     return img * (0.75 + 0.25 * torch.cos(1.5 * z))
+
+
+def assert_fused_refusals(backend, x, p):
+    """The errors every fused backend (warping.FusedMatrixBackend) gives when forced onto
+    a warp it cannot run: unsupported mode, padding and family, each saying why."""
+    cases = [
+        (dict(mode="bicubic"), "it supports mode 'bilinear' and 'nearest', got 'bicubic'"),
+        (dict(padding_mode="reflection"),
+         "it supports padding_mode 'zeros' and 'border', got 'reflection'"),
+    ]
+    for kw, why in cases:
+        with pytest.raises(ValueError,
+                           match=re.escape(f"backend '{backend}' cannot run this warp: {why}")):
+            ts.warp(x, p, "affine", backend=backend, **kw)
+    tps = ts.get_transform("tps").identity()[None].to(x.device)
+    with pytest.raises(ValueError, match="it supports the 2-D matrix families, got 'tps'"):
+        ts.warp(x, tps, "tps", backend=backend)
