@@ -459,9 +459,10 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
 
     Each output row goes through a pipeline of loops: coordinates and taps (vectorised),
     then per channel a scalar loop that only loads the four tap values and a vectorised
-    loop that folds them into the row's coordinate gradient, then the chain rule to the
-    matrix, summed in 8 fixed lanes. The input gradient is a scatter, a scalar loop of
-    its own.
+    loop that folds them into the row's coordinate gradient (channel groups of
+    _PIXEL_MAJOR_CHANNELS or more: one pixel-major loop instead), then the chain rule to
+    the matrix and the row sums (``_row_sums``). The input gradient is a scatter, a
+    scalar loop of its own.
     """
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
@@ -561,31 +562,31 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             else:
                 GIX[:] = zero
                 GIY[:] = zero
-            for c in range(c0, c1 if c1 - c0 < _PIXEL_MAJOR_CHANNELS else c0):
-                src = xf[n, c]
-                grow = gof[n, c, base : base + Wo]
-                for j in range(Wo):  # loads only (scalar: gathers are no faster here)
-                    kind = KIND[j]
-                    if kind == _INSIDE:
-                        k0 = np.uint64(K[j])
-                        V00[j] = src[k0]
-                        V01[j] = src[k0 + one]
-                        V10[j] = src[k0 + Wu]
-                        V11[j] = src[k0 + Wu + one]
-                    elif kind == _OUTSIDE:
-                        V00[j] = V01[j] = V10[j] = V11[j] = zero
-                    else:
-                        v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K, X0,
-                                                                        Y0, zero)
-                        V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
-                for j in range(Wo):  # d(sample) / d(pixel coordinate), summed over channels
-                    # Outside samples read no pixel: a NaN grad_out there does not leak in.
-                    gv = grow[j] if KIND[j] != _OUTSIDE else zero
-                    tx, ty = TX[j], TY[j]
-                    GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
-                                    + (V11[j] - V10[j]) * ty)
-                    GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
-                                    + (V11[j] - V01[j]) * tx)
+                for c in range(c0, c1):
+                    src = xf[n, c]
+                    grow = gof[n, c, base : base + Wo]
+                    for j in range(Wo):  # loads only (scalar: gathers are no faster here)
+                        kind = KIND[j]
+                        if kind == _INSIDE:
+                            k0 = np.uint64(K[j])
+                            V00[j] = src[k0]
+                            V01[j] = src[k0 + one]
+                            V10[j] = src[k0 + Wu]
+                            V11[j] = src[k0 + Wu + one]
+                        elif kind == _OUTSIDE:
+                            V00[j] = V01[j] = V10[j] = V11[j] = zero
+                        else:
+                            v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K,
+                                                                            X0, Y0, zero)
+                            V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
+                    for j in range(Wo):  # d(sample) / d(pixel coordinate), over channels
+                        # Outside samples read no pixel: a NaN grad_out there stays out.
+                        gv = grow[j] if KIND[j] != _OUTSIDE else zero
+                        tx, ty = TX[j], TY[j]
+                        GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
+                                        + (V11[j] - V10[j]) * ty)
+                        GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
+                                        + (V11[j] - V01[j]) * tx)
             # The chain rule to the matrix (Eq. 1: d(x, y) / d(matrix row) = (xo, yo, 1)).
             for j in range(Wo):
                 DX[j] = np.float64(GIX[j]) * GX[j]  # dL / d(normalised input x)
