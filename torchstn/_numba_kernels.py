@@ -293,7 +293,9 @@ def _prefetch_rows(planes, c0, c1, W, box, need_lo, need_hi, done_lo, done_hi, s
     columns of ``box``; return the sum and the new done interval (empty: lo > hi)."""
     x_lo, x_hi = box[0], box[1]
     s = 0.0
-    if done_lo > done_hi:  # nothing touched yet
+    if done_lo > done_hi or need_hi < done_lo - 1 or need_lo > done_hi + 1:
+        # Nothing touched yet, or a gap between the two: start the interval afresh (their
+        # union would count the gap's rows as touched).
         s += _touch(planes, c0, c1, W, x_lo, x_hi, need_lo, need_hi, step)
         return s, need_lo, need_hi
     if need_lo < done_lo:
