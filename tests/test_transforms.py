@@ -58,6 +58,22 @@ def test_grid_is_the_grid_of_the_matrix(name):
 
 
 @pytest.mark.parametrize("name", MATRIX_FAMILIES)
+def test_param_entries_are_the_matrix_entries(name):
+    """Where a family declares param_entries (fused backends then take the parameters as
+    the matrix), they are the leading row-major entries and the rest the identity's."""
+    tf = ts.get_transform(name)
+    k = tf.param_entries
+    assert k == {"affine": 6, "projective": 8}.get(name)
+    if k is None:
+        return
+    p = _random_params(tf)
+    flat = tf.matrix(p).reshape(3, -1)
+    assert torch.equal(flat[:, :k], p)
+    eye = torch.eye(tf.ndim + 1, dtype=p.dtype).reshape(-1)
+    assert torch.equal(flat[:, k:], eye[k:].expand(3, -1))
+
+
+@pytest.mark.parametrize("name", MATRIX_FAMILIES)
 def test_from_matrix_inverts_matrix(name):
     tf = ts.get_transform(name)
     p = _random_params(tf)

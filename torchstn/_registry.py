@@ -16,6 +16,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
         self._signatures: dict[str, inspect.Signature] = {}
+        self._no_options: set[str] = set()  # names whose factory takes no required options
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def add(factory: Callable[..., T]) -> Callable[..., T]:
@@ -36,10 +37,14 @@ class Registry(Generic[T]):
 
     def create(self, name: object, **options) -> T:
         factory = self.factory(name)
+        if not options and name in self._no_options:  # a hot path: warp("affine") calls
+            return factory()
         if name not in self._signatures:  # inspect.signature is slow for a hot path
             self._signatures[name] = inspect.signature(factory)
         try:
             self._signatures[name].bind(**options)
+            if not options:
+                self._no_options.add(name)
         except TypeError as e:
             raise TypeError(
                 f"{self.kind} {name!r} does not take options {sorted(options)}: {e}"

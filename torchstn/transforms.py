@@ -121,6 +121,9 @@ class MatrixTransform(Transform):
 
     is_matrix = True
     projective = False
+    #: ``k`` where the parameters are the first ``k`` entries of the row-major matrix and
+    #: the rest are the identity's (a fused backend then skips building the matrix).
+    param_entries: int | None = None
 
     def _matrix(self, p: torch.Tensor) -> torch.Tensor:
         """(N, num_params) -> (N, d + 1, d + 1); inputs already checked."""
@@ -259,6 +262,7 @@ class Similarity(MatrixTransform):
 @register_transform("affine")
 class Affine(MatrixTransform):
     name, num_params = "affine", 6
+    param_entries = 6
 
     def identity(self, *, dtype=torch.float32, device=None):
         return torch.tensor([1.0, 0, 0, 0, 1, 0], dtype=dtype, device=device)
@@ -276,6 +280,7 @@ class Projective(MatrixTransform):
 
     name, num_params = "projective", 8
     projective = True
+    param_entries = 8
 
     def identity(self, *, dtype=torch.float32, device=None):
         return torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], dtype=dtype, device=device)

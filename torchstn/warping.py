@@ -79,7 +79,8 @@ class FusedMatrixBackend(Backend):
     A subclass names the package its kernels need (``package``), the input dtypes they
     take (``dtypes``), where they run (``device_unsupported``) and the autograd function
     that runs them (``function``), called as ``function.apply(input, matrix (N, 3, 3),
-    out_h, out_w, nearest, border, align_corners, projective)``.
+    out_h, out_w, nearest, border, align_corners, projective)``; or overrides
+    ``__call__``.
     """
 
     package = ""
