@@ -47,6 +47,9 @@ _CHANNEL_BLOCK = 32
 # Input rows are prefetched (see _touch) a block of output rows at a time, blocks of
 # about this many values (samples x channels).
 _BLOCK_VALUES = 16384
+# Input-gradient planes up to this size (a third of a 32 KiB L1 data cache) take the
+# direct scatter (_scatter_plane_direct).
+_SMALL_PLANE_BYTES = 12 << 10
 # Output rows are processed in chunks of whole rows, at most this many samples (one row
 # if wider): every scratch loop then runs long enough to pay for its set-up. 28-pixel
 # rows one at a time cost 1.2x (forward) to 1.25x (backward) more per sample.
@@ -690,9 +693,14 @@ def _scatter_chunk(gxn, gon, flat_gx, flat_go, n, C, c0, c1, base, H, W, nearest
     HW, HWo = gxn.shape[1], gon.shape[1]
     HWu, HWou = np.uint64(HW), np.uint64(HWo)
     if not nearest and c1 - c0 < _PIXEL_MAJOR_CHANNELS:
-        for c in range(c0, c1):
-            _scatter_plane(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11,
-                           zero)
+        if HW * gxn.itemsize <= _SMALL_PLANE_BYTES:
+            for c in range(c0, c1):
+                _scatter_plane_direct(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01,
+                                      W10, W11)
+        else:
+            for c in range(c0, c1):
+                _scatter_plane(gxn[c], gon[c], base, H, W, KIND, K, X0, Y0, W00, W01, W10,
+                               W11, zero)
         return
     for j in range(K.shape[0]):
         kind = KIND[j]
@@ -781,19 +789,46 @@ def _scatter_plane(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11, ze
             gxp[pu] += pa
             gxp[pu + Wu] += pb
             pend = -1
-        x0, y0 = X0[j], Y0[j]
-        if (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W):
-            gxp[k] += W00[j] * gv
-        if (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
-            gxp[k + 1] += W01[j] * gv
-        if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W):
-            gxp[k + W] += W10[j] * gv
-        if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
-            gxp[k + W + 1] += W11[j] * gv
+        _scatter_partial(gxp, gv, k, X0[j], Y0[j], H, W, W00[j], W01[j], W10[j], W11[j])
     if pend >= 0:
         pu = np.uint64(pend)
         gxp[pu] += pa
         gxp[pu + Wu] += pb
+
+
+@njit(inline="always", cache=True)
+def _scatter_plane_direct(gxp, gop, base, H, W, KIND, K, X0, Y0, W00, W01, W10, W11):
+    """_scatter_plane for planes that fit the L1 cache: each sample adds to its four taps
+    in place. Its extra read-modify-writes cost less there than the carry's branches,
+    which mispredict wherever the tap column does not advance by one (8% faster on
+    28 x 28 and 42 x 42 planes, 10% slower on 224 x 224)."""
+    Wu = np.uint64(W)
+    one = np.uint64(1)
+    for j in range(K.shape[0]):
+        kind = KIND[j]
+        if kind == _INSIDE:
+            gv = gop[base + j]
+            k0 = np.uint64(K[j])
+            gxp[k0] += W00[j] * gv
+            gxp[k0 + one] += W01[j] * gv
+            gxp[k0 + Wu] += W10[j] * gv
+            gxp[k0 + Wu + one] += W11[j] * gv
+        elif kind == _PARTIAL:
+            _scatter_partial(gxp, gop[base + j], K[j], X0[j], Y0[j], H, W, W00[j], W01[j],
+                             W10[j], W11[j])
+
+
+@njit(inline="always", cache=True)
+def _scatter_partial(gxp, gv, k, x0, y0, H, W, w00, w01, w10, w11):
+    """Add a _PARTIAL sample's gradient ``gv`` to those of its taps inside the plane."""
+    if (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W):
+        gxp[k] += w00 * gv
+    if (y0 >= 0) & (y0 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
+        gxp[k + 1] += w01 * gv
+    if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 >= 0) & (x0 < W):
+        gxp[k + W] += w10 * gv
+    if (y0 + 1 >= 0) & (y0 + 1 < H) & (x0 + 1 >= 0) & (x0 + 1 < W):
+        gxp[k + W + 1] += w11 * gv
 
 
 def _renamed(fn, name):
