@@ -134,6 +134,37 @@ def test_float32_large_image_and_output_size():
         assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max().clamp_min(1.0)
 
 
+def test_chunks_are_whole_and_fit_the_prefetch_blocks():
+    """Output rows go in chunks that divide the height (every scratch loop runs over whole
+    arrays) and whole chunks fill each prefetch block."""
+    for ho, wo, c in [(28, 28, 1), (30, 20, 40), (97, 5, 1), (56, 56, 64), (3, 97, 3),
+                      (1, 1, 1), (224, 224, 3), (80, 30, 16)]:
+        rows, block = _numba_kernels._chunking(ho, wo, c)
+        assert ho % rows == 0 and block % rows == 0, (ho, wo, c)
+        assert rows == 1 or rows * wo <= _numba_kernels._CHUNK
+        # the largest such divisor
+        assert not any(ho % d == 0 and d * wo <= _numba_kernels._CHUNK
+                       and d * wo * c <= _numba_kernels._BLOCK_VALUES
+                       for d in range(rows + 1, ho + 1)), (ho, wo, c)
+    assert _numba_kernels._chunking(28, 28, 1)[0] == 7
+    assert _numba_kernels._chunking(97, 5, 1)[0] == 1  # a prime height: rows one by one
+
+
+def test_many_chunks_and_blocks_per_image_match_reference(monkeypatch):
+    """40 channels of 30 x 20: chunks of 10 rows and two prefetch blocks per image in the
+    forward pass, channel groups of 16 and 8 in the backward pass (parallel kernels)."""
+    monkeypatch.setattr(_numba_backend, "SERIAL_BELOW", 0)
+    assert _numba_kernels._chunking(30, 20, 40) == (10, 20)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 40, 30, 20, generator=gen, dtype=torch.float64)
+    for family in ("affine", "projective"):
+        p = _params(family, 3, torch.float64, gen, spread=0.2)
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family)
+        assert (out - ref).abs().max() <= 1e-10, family
+        assert (gx - rgx).abs().max() <= 1e-10, family
+        assert (gp - rgp).abs().max() <= 1e-10 * rgp.abs().max().clamp_min(1.0), family
+
+
 @pytest.mark.parametrize("family", ["affine", "projective"])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("align", [False, True])
