@@ -134,6 +134,32 @@ def test_float32_large_image_and_output_size():
         assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max().clamp_min(1.0)
 
 
+def test_subclass_with_its_own_matrix_is_not_taken_as_matrix_entries():
+    """A subclass of Affine whose parameters are offsets from the identity overrides
+    _matrix: the fused path must build its matrix, not read the parameters as one."""
+    from torchstn.transforms import Affine, _homogeneous
+
+    eye = torch.tensor([1.0, 0, 0, 0, 1, 0])
+
+    class DeltaAffine(Affine):
+        name = "delta_affine"
+
+        def identity(self, *, dtype=torch.float32, device=None):
+            return torch.zeros(6, dtype=dtype, device=device)
+
+        def _matrix(self, p):
+            return _homogeneous((p + eye.to(p.dtype)).view(-1, 2, 3))
+
+    tf = DeltaAffine()
+    assert tf._param_entries() is None and Affine()._param_entries() == 6
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 1, 8, 9, generator=gen, dtype=torch.float64)
+    p = 0.1 * torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    (out, gx, gp), (ref, rgx, rgp) = _both(x, p, tf)
+    assert (out - ref).abs().max() <= 1e-10
+    assert (gp - rgp).abs().max() <= 1e-10
+
+
 def test_chunks_are_whole_and_fit_the_prefetch_blocks():
     """Output rows go in chunks that divide the height (every scratch loop runs over whole
     arrays) and whole chunks fill each prefetch block."""

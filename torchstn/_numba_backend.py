@@ -2,8 +2,9 @@
 
 The grid generator and the sampler run as one kernel that computes each sample
 coordinate from the 3x3 matrix on the fly (see :mod:`torchstn._numba_kernels`); the
-backward pass reduces the coordinate gradient to the matrix inside the kernel. Autograd
-then carries the matrix gradient to the family's parameters.
+backward pass reduces the coordinate gradient to the matrix inside the kernel. Where the
+parameters are the matrix entries (``affine``, ``projective``) the kernels take them
+directly; otherwise autograd carries the matrix gradient to the family's parameters.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class NumbaBackend(FusedMatrixBackend):
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
         tf = call.transform
-        entries = tf.param_entries
+        entries = tf._param_entries()
         theta = call.params if entries is not None else tf._matrix(call.params)
         return _FusedWarp.apply(
             call.input, theta, entries, int(call.out_size[0]), int(call.out_size[1]),

@@ -123,11 +123,24 @@ class MatrixTransform(Transform):
     projective = False
     #: ``k`` where the parameters are the first ``k`` entries of the row-major matrix and
     #: the rest are the identity's (a fused backend then skips building the matrix).
+    #: Declared by the class that defines ``_matrix``; see ``_param_entries``.
     param_entries: int | None = None
 
     def _matrix(self, p: torch.Tensor) -> torch.Tensor:
         """(N, num_params) -> (N, d + 1, d + 1); inputs already checked."""
         raise NotImplementedError
+
+    def _param_entries(self) -> int | None:
+        """``param_entries`` if the class that defines the ``_matrix`` in use declares it.
+
+        A subclass that overrides ``_matrix`` without declaring ``param_entries`` again
+        (parameters given as offsets from the identity, say) gets ``None``: its
+        parameters are no longer the matrix entries.
+        """
+        for klass in type(self).__mro__:
+            if "_matrix" in vars(klass):
+                return vars(klass).get("param_entries")
+        return None
 
     def _from_matrix(self, m: torch.Tensor) -> torch.Tensor:
         """Inverse of ``_matrix`` for matrices of the family."""
