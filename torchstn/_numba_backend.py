@@ -209,7 +209,4 @@ class NumbaBackend(FusedMatrixBackend):
         tf = call.transform
         entries = tf._param_entries()
         theta = call.params if entries is not None else tf._matrix(call.params)
-        return _FusedWarp.apply(
-            call.input, theta, entries, int(call.out_size[0]), int(call.out_size[1]),
-            call.mode == "nearest", call.padding_mode == "border", call.align_corners,
-            tf.projective)
+        return _FusedWarp.apply(call.input, theta, entries, *self._options(call))

@@ -116,12 +116,16 @@ class FusedMatrixBackend(Backend):
             return "empty input or output"
         return None
 
+    @staticmethod
+    def _options(call: WarpCall) -> tuple:
+        """The arguments after the matrix: out_h, out_w, nearest, border, align_corners,
+        projective."""
+        return (int(call.out_size[0]), int(call.out_size[1]), call.mode == "nearest",
+                call.padding_mode == "border", call.align_corners, call.transform.projective)
+
     def __call__(self, call: WarpCall) -> torch.Tensor:
-        tf = call.transform
-        return self.function.apply(
-            call.input, tf._matrix(call.params), int(call.out_size[0]), int(call.out_size[1]),
-            call.mode == "nearest", call.padding_mode == "border", call.align_corners,
-            tf.projective)
+        return self.function.apply(call.input, call.transform._matrix(call.params),
+                                   *self._options(call))
 
 
 # Tried in this order by backend="auto"; the reference path is always last.
