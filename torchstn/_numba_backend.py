@@ -119,6 +119,11 @@ def _eps16(dtype: torch.dtype) -> float:
 _EYE9 = np.eye(3).reshape(9)
 
 
+def _tiled(x: torch.Tensor, nearest: bool) -> bool:
+    """Whether a warp runs on the tiled kernels: bilinear, a full vector of channels."""
+    return not nearest and x.shape[1] >= _load().tile_lanes(x.element_size())
+
+
 class _FusedWarp(torch.autograd.Function):
     """The fused warp. ``theta``: the (N, 3, 3) matrices, or where ``entries`` is an int
     the (N, entries) parameters that are their first entries (row-major; the rest are the
@@ -137,16 +142,28 @@ class _FusedWarp(torch.autograd.Function):
             m[:] = _EYE9
             m[:, :entries] = theta.detach().numpy()
             m = m.reshape(n, 3, 3)
-        out = _empty(n, x.shape[1], out_h, out_w, dtype=x.dtype)
+        c = x.shape[1]
+        out = _empty(n, c, out_h, out_w, dtype=x.dtype)
         serial = _serial(out.numel())
         threads = 1 if serial else _set_threads()
-        # Contiguous runs of output rows; the split does not change the result.
-        tasks = max(1, min(n * out_h, 8 * threads))
         eps16 = _eps16(theta.dtype)
-        fn = k.warp_forward_serial if serial else k.warp_forward
-        _timed(f"forward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m, out.numpy(),
-               nearest, border, align, projective, eps16, tasks,
-               nearest and x.dtype == torch.float32, np.empty(tasks))
+        tiles = _tiled(x, nearest)
+        suffix = "[serial]" * serial
+        if tiles:
+            # Runs of output rows per (image, channel group), enough for 4 tasks a thread;
+            # the split does not change the result.
+            groups = n * -(-c // k.tile_lanes(x.element_size()))
+            runs = max(1, min(out_h, -(-4 * threads // groups)))
+            fn = k.warp_forward_tiles_serial if serial else k.warp_forward_tiles
+            _timed(f"forward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), border,
+                   align, projective, eps16, runs)
+        else:
+            # Contiguous runs of output rows; the split does not change the result.
+            tasks = max(1, min(n * out_h, 8 * threads))
+            fn = k.warp_forward_serial if serial else k.warp_forward
+            _timed(f"forward[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), nearest,
+                   border, align, projective, eps16, tasks,
+                   nearest and x.dtype == torch.float32, np.empty(tasks))
         ctx.save_for_backward(x)
         ctx.m = m
         ctx.options = (entries, nearest, border, align, projective, eps16, theta.dtype)
@@ -168,17 +185,25 @@ class _FusedWarp(torch.autograd.Function):
             return (None,) * 9
         go = grad_out.contiguous().to(x.dtype)
         n, c = x.shape[:2]
-        groups = -(-c // k.CHANNEL_GROUP)
-        # The kernel zeroes gx itself, each task its own planes (in parallel, into cache).
+        tiles = _tiled(x, nearest)
+        group = k.tile_lanes(x.element_size()) if tiles else k.CHANNEL_GROUP
+        groups = -(-c // group)
+        # The kernel writes every value of gx itself, each task its own planes.
         gx = _empty(*x.shape, dtype=x.dtype) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = np.zeros((n if need_m else 1, groups if need_m else 1, 3, 3))
         serial = _serial(go.numel())
         if not serial:
             _set_threads()
-        fn = k.warp_backward_serial if serial else k.warp_backward
-        _timed(f"backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m, go.numpy(),
-               gx.numpy(), gm, need_x, need_m, nearest, border, align, projective, eps16,
-               nearest and x.dtype == torch.float32, np.empty(n * groups))
+        suffix = "[serial]" * serial
+        if tiles:
+            fn = k.warp_backward_tiles_serial if serial else k.warp_backward_tiles
+            _timed(f"backward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(),
+                   gx.numpy(), gm, need_x, need_m, border, align, projective, eps16)
+        else:
+            fn = k.warp_backward_serial if serial else k.warp_backward
+            _timed(f"backward[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(), gx.numpy(),
+                   gm, need_x, need_m, nearest, border, align, projective, eps16,
+                   nearest and x.dtype == torch.float32, np.empty(n * groups))
         grad_theta = None
         if need_m:
             # Fixed-order sum of the per-channel-group partials: deterministic.

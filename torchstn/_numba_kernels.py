@@ -32,7 +32,10 @@ from __future__ import annotations
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba import types as nbtypes
+from numba.extending import intrinsic
 
 CHANNEL_GROUP = 16
 _FAR = 1.0e4  # torchstn.grids.FAR
@@ -832,6 +835,484 @@ def _scatter_partial(gxp, gv, k, x0, y0, H, W, w00, w01, w10, w11):
         gxp[k + W + 1] += w11 * gv
 
 
+# Tiles: many channels, a vector of channels per pixel ---------------------------------
+#
+# From a full vector of channels on, bilinear warps run on tiles: a channel group of V
+# (one 64-byte vector: 16 float32 or 8 float64 channels, tile_lanes) is transposed to
+# pixel-major order, each pixel's channels one vector, with a ring of zero pixels around
+# the image. A tap is then one vector load, a sample's four taps serve its V channels in
+# a few vector instructions, and taps in the zero ring need no bounds checks (their weights meet
+# zeros, as grid_sample's skipped taps). The transposes are V x V blocks shuffled in
+# registers (_transpose_block: 0.1 ns a value here, 3x a scalar loop). On 32 x 64 x 56 x
+# 56 float32 images this made the forward pass 2x faster and the backward 2x (no input
+# gradient) to 2.6x (2 threads). Below a full vector of channels the lanes idle and the
+# other kernels win (measured: 12 channels even, 8 channels 1.5x slower).
+#
+# The vector code is LLVM IR written by the intrinsics below (Numba does not expose
+# vector types); on machines with narrower vectors LLVM splits each operation. No fast-
+# math flags: every operation rounds as written, lane sums in a fixed order.
+
+_VECTOR_BYTES = 64
+
+
+def _transpose_network(V):
+    """The shuffles of a V x V transpose, V a power of two: log2(V) stages, each a list of
+    (new row, first source row, second source row, mask). Stage b swaps bit b of the row
+    index with bit b of the column index."""
+    stages = []
+    b = 1
+    while b < V:
+        stage = []
+        for r0 in range(V):
+            if r0 & b:
+                continue
+            r1 = r0 | b
+            for new in (r0, r1):
+                mask = []
+                for c in range(V):
+                    src_row = (new & ~b) | (c & b)
+                    src_col = (c & ~b) | (new & b)
+                    mask.append(src_col + (V if src_row == r1 else 0))
+                stage.append((new, r0, r1, mask))
+        stages.append(stage)
+        b <<= 1
+    return stages
+
+
+def _lanes_of(dtype):
+    return _VECTOR_BYTES // (dtype.bitwidth // 8)
+
+
+def _pointer(context, builder, arrty, arr, index, V):
+    """Pointer to the V-lane vector at ``arr[index]`` (``index``: i64 value)."""
+    data = context.make_array(arrty)(context, builder, arr).data
+    vty = ir.VectorType(context.get_data_type(arrty.dtype), V)
+    return builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
+
+
+def _index(context, builder, sig, args, k):
+    return context.cast(builder, args[k], sig.args[k], nbtypes.int64)
+
+
+def _scalar(context, builder, sig, args, k, dtype, V):
+    """Argument k cast to ``dtype`` and splatted over V lanes."""
+    v = context.cast(builder, args[k], sig.args[k], dtype)
+    vty = ir.VectorType(v.type, V)
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), V), [0] * V))
+
+
+@intrinsic
+def _transpose_block(typingctx, src, s_off, s_stride, dst, d_off, d_stride):
+    """dst[d_off + c * d_stride + r] = src[s_off + r * s_stride + c] for r, c < V, the
+    lane count (64 bytes of the dtype): a V x V block transposed in registers."""
+    dtype = src.dtype
+    V = _lanes_of(dtype)
+    align = dtype.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        so, ss = _index(context, builder, sig, args, 1), _index(context, builder, sig, args, 2)
+        do, ds = _index(context, builder, sig, args, 4), _index(context, builder, sig, args, 5)
+        i64 = ir.IntType(64)
+        rows = []
+        for r in range(V):
+            at = builder.add(so, builder.mul(ss, ir.Constant(i64, r)))
+            rows.append(builder.load(_pointer(context, builder, sig.args[0], args[0], at, V),
+                                     align=align))
+        mty = ir.VectorType(ir.IntType(32), V)
+        for stage in _transpose_network(V):
+            new = [None] * V
+            for row, r0, r1, mask in stage:
+                new[row] = builder.shuffle_vector(rows[r0], rows[r1], ir.Constant(mty, mask))
+            rows = new
+        for c in range(V):
+            at = builder.add(do, builder.mul(ds, ir.Constant(i64, c)))
+            builder.store(rows[c], _pointer(context, builder, sig.args[3], args[3], at, V),
+                          align=align)
+        return context.get_dummy_value()
+
+    return nbtypes.none(src, s_off, s_stride, dst, d_off, d_stride), codegen
+
+
+def _taps4(context, builder, sig, args, V, align):
+    """The four tap vectors at xt[q], xt[q + V], xt[q + dy], xt[q + dy + V] (args 0..2)."""
+    q = _index(context, builder, sig, args, 1)
+    dy = _index(context, builder, sig, args, 2)
+    step = ir.Constant(ir.IntType(64), V)
+    at = [q, builder.add(q, step), builder.add(q, dy), builder.add(builder.add(q, dy), step)]
+    return [builder.load(_pointer(context, builder, sig.args[0], args[0], a, V), align=align)
+            for a in at], at
+
+
+@intrinsic
+def _lanes_bilinear(typingctx, xt, q, dy, ot, o, w00, w01, w10, w11):
+    """ot[o:o+V] = w00 * xt[q] + w01 * xt[q+V] + w10 * xt[q+dy] + w11 * xt[q+dy+V], each
+    term a V-lane vector, summed left to right."""
+    dtype = xt.dtype
+    V = _lanes_of(dtype)
+    align = dtype.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        (v00, v01, v10, v11), _ = _taps4(context, builder, sig, args, V, align)
+        w = [_scalar(context, builder, sig, args, k, dtype, V) for k in (5, 6, 7, 8)]
+        acc = builder.fmul(w[0], v00)
+        acc = builder.fadd(acc, builder.fmul(w[1], v01))
+        acc = builder.fadd(acc, builder.fmul(w[2], v10))
+        acc = builder.fadd(acc, builder.fmul(w[3], v11))
+        o_ = _index(context, builder, sig, args, 4)
+        builder.store(acc, _pointer(context, builder, sig.args[3], args[3], o_, V), align=align)
+        return context.get_dummy_value()
+
+    return nbtypes.none(xt, q, dy, ot, o, w00, w01, w10, w11), codegen
+
+
+def _hsum(builder, v, V):
+    """Sum of the V lanes of v, halves added pairwise (a fixed order)."""
+    mty = ir.IntType(32)
+    while V > 1:
+        half = V // 2
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(mty, half), list(range(half))))
+        hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(mty, half),
+                                                      list(range(half, V))))
+        v = builder.fadd(lo, hi)
+        V = half
+    return builder.extract_element(v, ir.Constant(mty, 0))
+
+
+@intrinsic
+def _lanes_coord_grad(typingctx, xt, q, dy, gt, o, tx, ty):
+    """(sum over lanes of g * ((v01 - v00) * (1 - ty) + (v11 - v10) * ty),
+        sum over lanes of g * ((v10 - v00) * (1 - tx) + (v11 - v01) * tx)),
+    g = gt[o:o+V], the taps as in _lanes_bilinear: d(sample)/d(pixel x, y) summed over a
+    tile's channels."""
+    dtype = xt.dtype
+    V = _lanes_of(dtype)
+    align = dtype.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        (v00, v01, v10, v11), _ = _taps4(context, builder, sig, args, V, align)
+        o_ = _index(context, builder, sig, args, 4)
+        g = builder.load(_pointer(context, builder, sig.args[3], args[3], o_, V), align=align)
+        tx_ = _scalar(context, builder, sig, args, 5, dtype, V)
+        ty_ = _scalar(context, builder, sig, args, 6, dtype, V)
+        one = ir.Constant(tx_.type, [ir.Constant(tx_.type.element, 1.0)] * V)
+        tx1, ty1 = builder.fsub(one, tx_), builder.fsub(one, ty_)
+        dx = builder.fadd(builder.fmul(builder.fsub(v01, v00), ty1),
+                          builder.fmul(builder.fsub(v11, v10), ty_))
+        dyv = builder.fadd(builder.fmul(builder.fsub(v10, v00), tx1),
+                           builder.fmul(builder.fsub(v11, v01), tx_))
+        gix = _hsum(builder, builder.fmul(g, dx), V)
+        giy = _hsum(builder, builder.fmul(g, dyv), V)
+        return context.make_tuple(builder, sig.return_type, [gix, giy])
+
+    return nbtypes.UniTuple(dtype, 2)(xt, q, dy, gt, o, tx, ty), codegen
+
+
+@intrinsic
+def _lanes_scatter(typingctx, gxt, q, dy, gt, o, w00, w01, w10, w11):
+    """gxt[q] += w00 * g, gxt[q+V] += w01 * g, gxt[q+dy] += w10 * g, gxt[q+dy+V] += w11 * g,
+    in that order, g = gt[o:o+V]: a sample's gradient added to its four taps' lanes."""
+    dtype = gxt.dtype
+    V = _lanes_of(dtype)
+    align = dtype.bitwidth // 8
+
+    def codegen(context, builder, sig, args):
+        o_ = _index(context, builder, sig, args, 4)
+        g = builder.load(_pointer(context, builder, sig.args[3], args[3], o_, V), align=align)
+        q = _index(context, builder, sig, args, 1)
+        dy = _index(context, builder, sig, args, 2)
+        step = ir.Constant(ir.IntType(64), V)
+        at = [q, builder.add(q, step), builder.add(q, dy), builder.add(builder.add(q, dy), step)]
+        for k, a in zip((5, 6, 7, 8), at):
+            w = _scalar(context, builder, sig, args, k, dtype, V)
+            p = _pointer(context, builder, sig.args[0], args[0], a, V)
+            builder.store(builder.fadd(builder.load(p, align=align), builder.fmul(w, g)), p,
+                          align=align)
+        return context.get_dummy_value()
+
+    return nbtypes.none(gxt, q, dy, gt, o, w00, w01, w10, w11), codegen
+
+
+# ---- tiles ---------------------------------------------------------------------------
+
+@njit(inline="always", cache=True)
+def _zero_tile_border(T, H, W, V):
+    """Zero the padding ring of a tile ((H + 2) x (W + 2) pixels of V lanes)."""
+    W2 = W + 2
+    for p in range((W2) * V):
+        T[p] = 0.0
+        T[(H + 1) * W2 * V + p] = 0.0
+    for y in range(1, H + 1):
+        for lane in range(V):
+            T[y * W2 * V + lane] = 0.0
+            T[(y * W2 + W + 1) * V + lane] = 0.0
+
+
+@njit(cache=True)
+def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi):
+    """Tile rows of image rows lo..hi: T[((y + 1) * (W + 2) + x + 1) * V + lane] =
+    planes[off + lane * HW + y * W + x] for the cg channels lane < cg, 0 in the other lanes."""
+    V = _VECTOR_BYTES // T.itemsize
+    W2 = W + 2
+    for y in range(lo, hi + 1):
+        src = off + y * W
+        dst = ((y + 1) * W2 + 1) * V
+        if cg == V and W >= V:
+            for x0 in range(0, W, V):
+                xs = min(x0, W - V)  # the last block overlaps the one before: same values
+                _transpose_block(planes, src + xs, HW, T, dst + xs * V, V)
+        else:
+            for x in range(W):
+                for lane in range(V):
+                    T[dst + x * V + lane] = planes[src + lane * HW + x] if lane < cg else 0.0
+
+
+@njit(cache=True)
+def _from_tile_rows(T, planes, off, cg, HW, W, H):
+    """The inverse of _to_tile_rows for all rows (lanes < cg only)."""
+    V = _VECTOR_BYTES // T.itemsize
+    W2 = W + 2
+    for y in range(H):
+        dst = off + y * W
+        src = ((y + 1) * W2 + 1) * V
+        if cg == V and W >= V:
+            for x0 in range(0, W, V):
+                xs = min(x0, W - V)
+                _transpose_block(T, src + xs * V, V, planes, dst + xs, HW)
+        else:
+            for x in range(W):
+                for lane in range(cg):
+                    planes[dst + lane * HW + x] = T[src + x * V + lane]
+
+
+@njit(inline="always", cache=True)
+def _cover_rows(planes, off, cg, HW, H, W, T, KIND, Y0, f_lo, f_hi):
+    """Make sure the tile holds every image row a chunk's samples read (rows f_lo..f_hi
+    are there already); return the new filled interval."""
+    lo = H
+    hi = -1
+    for j in range(KIND.shape[0]):
+        if KIND[j] != _OUTSIDE:
+            lo = min(lo, Y0[j])
+            hi = max(hi, Y0[j] + 1)
+    lo = max(lo, 0)
+    hi = min(hi, H - 1)
+    if lo > hi:
+        return f_lo, f_hi
+    if f_lo > f_hi:
+        _to_tile_rows(planes, off, cg, HW, W, T, lo, hi)
+        return lo, hi
+    if lo < f_lo:
+        _to_tile_rows(planes, off, cg, HW, W, T, lo, f_lo - 1)
+        f_lo = lo
+    if hi > f_hi:
+        _to_tile_rows(planes, off, cg, HW, W, T, f_hi + 1, hi)
+        f_hi = hi
+    return f_lo, f_hi
+
+
+@njit(inline="always", cache=True)
+def _chunk_to_tile(planes, off, cg, HWo, base, L, T):
+    """T[j * V + lane] = planes[off + lane * HWo + base + j] for j < L (lanes >= cg: 0)."""
+    V = _VECTOR_BYTES // T.itemsize
+    if cg == V and L >= V:
+        for j0 in range(0, L, V):
+            js = min(j0, L - V)
+            _transpose_block(planes, off + base + js, HWo, T, js * V, V)
+    else:
+        for j in range(L):
+            for lane in range(V):
+                T[j * V + lane] = planes[off + lane * HWo + base + j] if lane < cg else 0.0
+
+
+@njit(inline="always", cache=True)
+def _tile_to_chunk(T, L, planes, off, cg, HWo, base):
+    """planes[off + lane * HWo + base + j] = T[j * V + lane] for j < L, lane < cg."""
+    V = _VECTOR_BYTES // T.itemsize
+    if cg == V and L >= V:
+        for j0 in range(0, L, V):
+            js = min(j0, L - V)
+            _transpose_block(T, js * V, V, planes, off + base + js, HWo)
+    else:
+        for j in range(L):
+            for lane in range(cg):
+                planes[off + lane * HWo + base + j] = T[j * V + lane]
+
+
+def tile_lanes(itemsize: int) -> int:
+    """Channels per tile (one vector) for an image dtype of ``itemsize`` bytes."""
+    return _VECTOR_BYTES // itemsize
+
+
+@njit(parallel=True, cache=True)
+def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs):
+    """warp_forward for bilinear sampling on tiles (see above).
+
+    A task is (image, channel group, run of output rows): the output rows are split into
+    ``runs`` runs of whole chunks (any split gives the same result). A task transposes
+    the input rows its samples read, as they are first needed, and writes its output
+    chunk by chunk.
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    V = _VECTOR_BYTES // x.itemsize
+    G = (C + V - 1) // V
+    HW, HWo = H * W, Ho * Wo
+    flat_x = x.reshape(N * C * HW)
+    flat_out = out.reshape(N * C * HWo)
+    xo = _base_coords(Wo, align, False)
+    yos = _base_coords(Ho, align, False)
+    chunk_rows, _ = _chunking(Ho, Wo, 1)
+    XO = _tiled(xo, chunk_rows)
+    L = XO.shape[0]
+    chunks = Ho // chunk_rows
+    per = (chunks + runs - 1) // runs
+    W2 = W + 2
+    dy = W2 * V
+    for t in prange(N * G * runs):
+        n = t // (G * runs)
+        rest = t - n * G * runs
+        g = rest // runs
+        r = rest - g * runs
+        c0 = g * V
+        cg = min(C, c0 + V) - c0
+        i_start = r * per * chunk_rows
+        i_end = min(chunks, (r + 1) * per) * chunk_rows
+        if i_start >= i_end:
+            continue
+        XT = np.empty((H + 2) * W2 * V, x.dtype)
+        _zero_tile_border(XT, H, W, V)
+        OT = np.empty(L * V, x.dtype)
+        f64 = np.empty((7, L), np.float64)
+        IX, IY, TX, TY, GX, GY, YO = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5], f64[6]
+        ints = np.empty((3, L), np.int64)
+        K, X0, Y0 = ints[0], ints[1], ints[2]
+        KIND = np.empty(L, np.int8)
+        wts = np.empty((4, L), x.dtype)
+        W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
+        off_x = (n * C + c0) * HW
+        off_o = (n * C + c0) * HWo
+        f_lo, f_hi = 0, -1
+        for i0 in range(i_start, i_end, chunk_rows):
+            _fill_rows(YO, yos, i0, Wo)
+            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, False, False,
+                    IX, IY, GX, GY, GX, GX, GX)
+            _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, KIND, Y0, f_lo, f_hi)
+            for j in range(L):
+                if KIND[j] == _OUTSIDE:
+                    for lane in range(V):
+                        OT[j * V + lane] = 0.0
+                else:
+                    q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
+                    _lanes_bilinear(XT, q, dy, OT, j * V, W00[j], W01[j], W10[j], W11[j])
+            _tile_to_chunk(OT, L, flat_out, off_o, cg, HWo, i0 * Wo)
+
+
+@njit(parallel=True, cache=True)
+def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, projective, eps16):
+    """warp_backward for bilinear sampling on tiles (see above); gm: (N, G, 3, 3) with G
+    channel groups of tile_lanes channels.
+
+    A task is (image, channel group), all output rows, as in warp_backward: it alone
+    writes its input-gradient planes (scattered into a tile, transposed back at the
+    end) and its own partial matrix gradient.
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = gout.shape[2], gout.shape[3]
+    V = _VECTOR_BYTES // x.itemsize
+    G = (C + V - 1) // V
+    HW, HWo = H * W, Ho * Wo
+    flat_x = x.reshape(N * C * HW)
+    flat_go = gout.reshape(N * C * HWo)
+    flat_gx = gx.reshape(gx.size)
+    xo = _base_coords(Wo, align, False)
+    yos = _base_coords(Ho, align, False)
+    chunk_rows, _ = _chunking(Ho, Wo, 1)
+    XO = _tiled(xo, chunk_rows)
+    L = XO.shape[0]
+    W2 = W + 2
+    dy = W2 * V
+    tile = (H + 2) * W2 * V
+    for t in prange(N * G):
+        n = t // G
+        g = t - n * G
+        c0 = g * V
+        cg = min(C, c0 + V) - c0
+        XT = np.empty(tile if need_m else 1, x.dtype)
+        if need_m:
+            _zero_tile_border(XT, H, W, V)
+        GXT = np.zeros(tile if need_x else 1, x.dtype)
+        GT = np.empty(L * V, x.dtype)
+        f64 = np.empty((11, L), np.float64)
+        IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
+        XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
+        ints = np.empty((3, L), np.int64)
+        K, X0, Y0 = ints[0], ints[1], ints[2]
+        KIND = np.empty(L, np.int8)
+        vals = np.empty((8, L), x.dtype)
+        W00, W01, W10, W11, TX, TY, GIX, GIY = (vals[0], vals[1], vals[2], vals[3], vals[4],
+                                                 vals[5], vals[6], vals[7])
+        off_x = (n * C + c0) * HW
+        off_o = (n * C + c0) * HWo
+        f_lo, f_hi = 0, -1
+        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        for i0 in range(0, Ho, chunk_rows):
+            base = i0 * Wo
+            _fill_rows(YO, yos, i0, Wo)
+            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, need_m, False,
+                    IX, IY, GX, GY, XS, YS, WS)
+            _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            _chunk_to_tile(flat_go, off_o, cg, HWo, base, L, GT)
+            if need_x:
+                for j in range(L):
+                    if KIND[j] != _OUTSIDE:
+                        q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
+                        _lanes_scatter(GXT, q, dy, GT, j * V, W00[j], W01[j], W10[j], W11[j])
+            if not need_m:
+                continue
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, KIND, Y0, f_lo, f_hi)
+            for j in range(L):
+                if KIND[j] == _OUTSIDE:  # reads no pixel: a NaN grad_out there stays out
+                    GIX[j] = 0.0
+                    GIY[j] = 0.0
+                else:
+                    q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
+                    GIX[j], GIY[j] = _lanes_coord_grad(XT, q, dy, GT, j * V, TX[j], TY[j])
+            for j in range(L):
+                DX[j] = np.float64(GIX[j]) * GX[j]
+                DY[j] = np.float64(GIY[j]) * GY[j]
+            if projective:
+                for j in range(L):
+                    w = WS[j]
+                    dxn = DX[j]
+                    dyn = DY[j]
+                    DX[j] = dxn / w
+                    DY[j] = dyn / w
+                    DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
+                rw0, rw1, rw2 = _chunk_sums(DW, XO, YO)
+            else:
+                rw0 = rw1 = rw2 = 0.0
+            rx0, rx1, rx2 = _chunk_sums(DX, XO, YO)
+            ry0, ry1, ry2 = _chunk_sums(DY, XO, YO)
+            a00 += rx0
+            a01 += rx1
+            a02 += rx2
+            a10 += ry0
+            a11 += ry1
+            a12 += ry2
+            a20 += rw0
+            a21 += rw1
+            a22 += rw2
+        if need_x:
+            _from_tile_rows(GXT, flat_gx, off_x, cg, HW, W, H)
+        if need_m:
+            gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
+            gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
+            gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
+
+
 def _renamed(fn, name):
     """A copy of ``fn`` under another name: Numba names its cache files after the function,
     and a serial and a parallel compilation of one function would overwrite each other."""
@@ -843,3 +1324,7 @@ def _renamed(fn, name):
 # The same kernels on the calling thread (prange runs as range), for small warps.
 warp_forward_serial = njit(cache=True)(_renamed(warp_forward.py_func, "warp_forward_serial"))
 warp_backward_serial = njit(cache=True)(_renamed(warp_backward.py_func, "warp_backward_serial"))
+warp_forward_tiles_serial = njit(cache=True)(
+    _renamed(warp_forward_tiles.py_func, "warp_forward_tiles_serial"))
+warp_backward_tiles_serial = njit(cache=True)(
+    _renamed(warp_backward_tiles.py_func, "warp_backward_tiles_serial"))
