@@ -501,3 +501,159 @@ def test_torch_func_on_the_reference_path():
     pi = p.clone().requires_grad_(True)
     ts.warp(x, pi, "affine", backend="torch").sum().backward()
     assert torch.allclose(g, pi.grad)
+
+
+# Tiled kernels: bilinear warps of a full vector of channels or more (16 float32, 8 float64).
+
+def _lanes(dtype):
+    return _numba_kernels.tile_lanes(torch.empty(0, dtype=dtype).element_size())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_block_transposes_strided_blocks(dtype):
+    from numba import njit
+
+    @njit
+    def run(src, s_off, s_stride, dst, d_off, d_stride):
+        _numba_kernels._transpose_block(src, s_off, s_stride, dst, d_off, d_stride)
+
+    v = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(0)
+    src = rng.random(5 + 23 * v).astype(dtype)
+    dst = np.full(7 + 19 * v + v, -1.0, dtype)
+    run(src, 5, 23, dst, 7, 19)
+    a = np.lib.stride_tricks.as_strided(src[5:], (v, v), (23 * src.itemsize, src.itemsize))
+    b = np.lib.stride_tricks.as_strided(dst[7:], (v, v), (19 * dst.itemsize, dst.itemsize))
+    assert np.array_equal(b, a.T)
+    touched = np.zeros(dst.size, bool)
+    for c in range(v):
+        touched[7 + 19 * c: 7 + 19 * c + v] = True
+    assert (dst[~touched] == -1.0).all()  # nothing written between the rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_intrinsics_against_numpy(dtype):
+    from numba import njit
+
+    k = _numba_kernels
+
+    @njit
+    def run(xt, q, dy, gt, o, w, tx, ty, ot, gxt):
+        k._lanes_bilinear(xt, q, dy, ot, o, w[0], w[1], w[2], w[3])
+        k._lanes_scatter(gxt, q, dy, gt, o, w[0], w[1], w[2], w[3])
+        return k._lanes_coord_grad(xt, q, dy, gt, o, tx, ty)
+
+    v = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(1)
+    xt = rng.random(40 * v).astype(dtype)
+    gt = rng.normal(size=4 * v).astype(dtype)
+    w = rng.random(4).astype(dtype)
+    tx, ty = dtype(0.3), dtype(0.8)
+    q, dy, o = 3 * v, 20 * v, 2 * v
+    ot = np.zeros(4 * v, dtype)
+    gxt = rng.random(40 * v).astype(dtype)
+    gxt0 = gxt.copy()
+    gix, giy = run(xt, q, dy, gt, o, w, tx, ty, ot, gxt)
+    x64, g = xt.astype(np.float64), gt[o:o + v].astype(np.float64)
+    taps = [x64[q:q + v], x64[q + v:q + 2 * v], x64[q + dy:q + dy + v],
+            x64[q + dy + v:q + dy + 2 * v]]
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    expect = sum(wi * t for wi, t in zip(w.astype(np.float64), taps))
+    assert np.abs(ot[o:o + v] - expect).max() < tol
+    assert (ot[:o] == 0).all() and (ot[o + v:] == 0).all()
+    ref_x = (g * ((taps[1] - taps[0]) * (1 - 0.8) + (taps[3] - taps[2]) * 0.8)).sum()
+    ref_y = (g * ((taps[2] - taps[0]) * (1 - 0.3) + (taps[3] - taps[1]) * 0.3)).sum()
+    assert abs(gix - ref_x) < 10 * tol and abs(giy - ref_y) < 10 * tol
+    added = gxt.astype(np.float64) - gxt0
+    for wi, start in zip(w.astype(np.float64), (q, q + v, q + dy, q + dy + v)):
+        assert np.abs(added[start:start + v] - wi * g).max() < tol
+        added[start:start + v] = 0
+    assert (added == 0).all()  # nothing else written
+
+
+def _spy_tiles(monkeypatch):
+    calls = []
+    for name in ("warp_forward_tiles", "warp_forward_tiles_serial", "warp_backward_tiles",
+                 "warp_backward_tiles_serial"):
+        real = getattr(_numba_kernels, name)
+
+        def spy(*args, real=real, name=name):
+            calls.append(name)
+            return real(*args)
+        monkeypatch.setattr(_numba_kernels, name, spy)
+    return calls
+
+
+def test_tiles_from_a_full_vector_of_channels(monkeypatch):
+    calls = _spy_tiles(monkeypatch)
+    for dtype, channels, mode, tiled in [(torch.float32, 16, "bilinear", True),
+                                         (torch.float32, 15, "bilinear", False),
+                                         (torch.float64, 8, "bilinear", True),
+                                         (torch.float64, 7, "bilinear", False),
+                                         (torch.float32, 40, "nearest", False)]:
+        calls.clear()
+        x = torch.rand(2, channels, 5, 6, dtype=dtype, requires_grad=True)
+        p = torch.zeros(2, 2, dtype=dtype, requires_grad=True)
+        ts.warp(x, p, "translation", backend="numba", mode=mode).sum().backward()
+        expected = ["warp_forward_tiles_serial", "warp_backward_tiles_serial"] if tiled else []
+        assert calls == expected, (dtype, channels, mode)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("family", MATRIX_FAMILIES)
+def test_tiles_match_reference(family, dtype, kernels):
+    """One full channel group and a partial one; images narrower and wider than a vector
+    (the last transposed block of a row overlaps the one before)."""
+    gen = torch.Generator().manual_seed(6)
+    lanes = _lanes(dtype)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    for padding, align, (size, out_size) in itertools.product(
+        PADDINGS, [False, True], [((9, 11), (7, 13)), ((6, 21), (5, 19))]
+    ):
+        x = torch.rand(2, lanes + 3, *size, generator=gen, dtype=torch.float64).to(dtype)
+        p = _params(family, 2, dtype, gen)
+        kw = dict(padding_mode=padding, align_corners=align, out_size=out_size)
+        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family, **kw)
+        where = f"{family} {padding} align={align} {size}->{out_size}"
+        assert (out - ref).abs().max() <= tol, where
+        assert (gx - rgx).abs().max() <= tol * 10, where
+        assert (gp - rgp).abs().max() <= tol * 10 * rgp.abs().max().clamp_min(1.0), where
+
+
+def test_tiles_forward_any_split_into_runs_gives_the_same_output():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(2, 20, 12, 17, generator=gen).numpy()
+    m = np.tile(np.eye(3), (2, 1, 1))
+    m[:, :2] += 0.3 * torch.randn(2, 2, 3, generator=gen, dtype=torch.float64).numpy()
+    outs = []
+    for runs in (1, 2, 3, 5):
+        out = np.empty((2, 20, 15, 16), np.float32)
+        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs)
+        outs.append(out)
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])
+
+
+def test_tiles_ignore_what_earlier_warps_left_in_scratch_memory():
+    """Lanes past the channels of a partial group must hold zeros, never values of an
+    earlier warp (a NaN there would poison the matrix gradient)."""
+    gen = torch.Generator().manual_seed(8)
+    p = _params("affine", 3, torch.float32, gen)
+    for _ in range(3):
+        ts.warp(torch.full((3, 32, 20, 20), float("nan")), p, "affine", backend="numba")
+    x = torch.rand(3, 17, 20, 20, generator=gen)
+    (out, gx, gp), (ref, rgx, rgp) = _both(x, p, "affine")
+    assert torch.isfinite(gp).all()
+    assert (gp - rgp).abs().max() <= 1e-4 * rgp.abs().max()
+
+
+@pytest.mark.parametrize("family", ["affine", "projective"])
+def test_tiles_gradcheck(family, kernels):
+    gen = torch.Generator().manual_seed(9)
+    x = torch.rand(2, 9, 4, 10, generator=gen, dtype=torch.float64, requires_grad=True)
+    p = _params(family, 2, torch.float64, gen, spread=0.15).requires_grad_(True)
+
+    def f(x, p):
+        return ts.warp(x, p, family, backend="numba", out_size=(3, 9))
+
+    assert torch.autograd.gradcheck(f, (x, p), eps=1e-6, atol=1e-5)
