@@ -628,10 +628,34 @@ def test_tiles_forward_any_split_into_runs_gives_the_same_output():
     outs = []
     for runs in (1, 2, 3, 5):
         out = np.empty((2, 20, 15, 16), np.float32)
-        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs)
+        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs, 0)
         outs.append(out)
     for out in outs[1:]:
         assert np.array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_tiles_forward_reads_samples_outside_the_tile_rows_directly(padding):
+    """Tiles too short by 2 or 4 rows a side (the test hook ``shrink``): the samples
+    whose rows are missing are read from the input itself, and the output is unchanged
+    (bit for bit: both paths add the same products in the same order)."""
+    gen = torch.Generator().manual_seed(10)
+    for dtype in (np.float32, np.float64):
+        x = torch.rand(2, 11, 13, 9, generator=gen, dtype=torch.float64).numpy().astype(dtype)
+        m = np.tile(np.eye(3), (2, 1, 1))
+        m[:, :2] += 0.3 * torch.randn(2, 2, 3, generator=gen, dtype=torch.float64).numpy()
+        outs = []
+        for shrink in (0, 2, 4):
+            out = np.empty((2, 11, 12, 10), dtype)
+            _numba_kernels.warp_forward_tiles_serial(x, m, out, padding == "border", False,
+                                                     False, 1e-6, 2, shrink)
+            outs.append(out)
+        ref = ts.warp(torch.from_numpy(x), torch.from_numpy(m[:, :2].reshape(2, 6)), "affine",
+                      backend="torch", padding_mode=padding, out_size=(12, 10)).numpy()
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        assert np.abs(outs[0] - ref).max() < tol
+        for out in outs[1:]:
+            assert np.array_equal(out, outs[0])
 
 
 def test_tiles_ignore_what_earlier_warps_left_in_scratch_memory():

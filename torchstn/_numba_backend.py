@@ -156,7 +156,7 @@ class _FusedWarp(torch.autograd.Function):
             runs = max(1, min(out_h, -(-4 * threads // groups)))
             fn = k.warp_forward_tiles_serial if serial else k.warp_forward_tiles
             _timed(f"forward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), border,
-                   align, projective, eps16, runs)
+                   align, projective, eps16, runs, 0)
         else:
             # Contiguous runs of output rows; the split does not change the result.
             tasks = max(1, min(n * out_h, 8 * threads))

@@ -1037,27 +1037,30 @@ def _lanes_scatter(typingctx, gxt, q, dy, gt, o, w00, w01, w10, w11):
 # ---- tiles ---------------------------------------------------------------------------
 
 @njit(inline="always", cache=True)
-def _zero_tile_border(T, H, W, V):
-    """Zero the padding ring of a tile ((H + 2) x (W + 2) pixels of V lanes)."""
+def _zero_tile_ring(T, b0, b1, H, W):
+    """Zero the padding of a tile of image rows b0..b1 (see _to_tile_rows): its first and
+    last columns, and its rows outside the image."""
+    V = _VECTOR_BYTES // T.itemsize
     W2 = W + 2
-    for p in range((W2) * V):
-        T[p] = 0.0
-        T[(H + 1) * W2 * V + p] = 0.0
-    for y in range(1, H + 1):
-        for lane in range(V):
-            T[y * W2 * V + lane] = 0.0
-            T[(y * W2 + W + 1) * V + lane] = 0.0
+    for y in range(b0, b1 + 1):
+        row = (y - b0) * W2 * V
+        if y < 0 or y >= H:
+            T[row : row + W2 * V] = 0.0
+        else:
+            T[row : row + V] = 0.0
+            T[row + (W + 1) * V : row + W2 * V] = 0.0
 
 
 @njit(cache=True)
-def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi):
-    """Tile rows of image rows lo..hi: T[((y + 1) * (W + 2) + x + 1) * V + lane] =
-    planes[off + lane * HW + y * W + x] for the cg channels lane < cg, 0 in the other lanes."""
+def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi, b0):
+    """Image rows lo..hi into a tile of rows from b0: T[((y - b0) * (W + 2) + x + 1) * V
+    + lane] = planes[off + lane * HW + y * W + x] for the cg channels lane < cg, 0 in the
+    other lanes (V = tile_lanes)."""
     V = _VECTOR_BYTES // T.itemsize
     W2 = W + 2
     for y in range(lo, hi + 1):
         src = off + y * W
-        dst = ((y + 1) * W2 + 1) * V
+        dst = ((y - b0) * W2 + 1) * V
         if cg == V and W >= V:
             for x0 in range(0, W, V):
                 xs = min(x0, W - V)  # the last block overlaps the one before: same values
@@ -1070,7 +1073,7 @@ def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi):
 
 @njit(cache=True)
 def _from_tile_rows(T, planes, off, cg, HW, W, H):
-    """The inverse of _to_tile_rows for all rows (lanes < cg only)."""
+    """The inverse of _to_tile_rows for a whole image's tile (b0 = -1), lanes < cg."""
     V = _VECTOR_BYTES // T.itemsize
     W2 = W + 2
     for y in range(H):
@@ -1087,29 +1090,51 @@ def _from_tile_rows(T, planes, off, cg, HW, W, H):
 
 
 @njit(inline="always", cache=True)
-def _cover_rows(planes, off, cg, HW, H, W, T, KIND, Y0, f_lo, f_hi):
-    """Make sure the tile holds every image row a chunk's samples read (rows f_lo..f_hi
-    are there already); return the new filled interval."""
+def _cover_rows(planes, off, cg, HW, H, W, T, b0, b1, KIND, Y0, f_lo, f_hi):
+    """Make sure the tile of rows b0..b1 holds the image rows a chunk's samples read
+    there (rows f_lo..f_hi are in already); return the new filled interval."""
     lo = H
     hi = -1
     for j in range(KIND.shape[0]):
         if KIND[j] != _OUTSIDE:
             lo = min(lo, Y0[j])
             hi = max(hi, Y0[j] + 1)
-    lo = max(lo, 0)
-    hi = min(hi, H - 1)
+    lo = max(lo, b0, 0)
+    hi = min(hi, b1, H - 1)
     if lo > hi:
         return f_lo, f_hi
     if f_lo > f_hi:
-        _to_tile_rows(planes, off, cg, HW, W, T, lo, hi)
+        _to_tile_rows(planes, off, cg, HW, W, T, lo, hi, b0)
         return lo, hi
     if lo < f_lo:
-        _to_tile_rows(planes, off, cg, HW, W, T, lo, f_lo - 1)
+        _to_tile_rows(planes, off, cg, HW, W, T, lo, f_lo - 1, b0)
         f_lo = lo
     if hi > f_hi:
-        _to_tile_rows(planes, off, cg, HW, W, T, f_hi + 1, hi)
+        _to_tile_rows(planes, off, cg, HW, W, T, f_hi + 1, hi, b0)
         f_hi = hi
     return f_lo, f_hi
+
+
+@njit(inline="always", cache=True)
+def _sample_direct(planes, off, cg, HW, H, W, x0, y0, w00, w01, w10, w11, OT, o, zero):
+    """OT[o + lane] for lane < cg: a bilinear sample read from the planes themselves, for
+    a sample whose rows are not in its tile (taps in the padding read 0)."""
+    in_x0 = 0 <= x0 < W
+    in_x1 = 0 <= x0 + 1 < W
+    in_y0 = 0 <= y0 < H
+    in_y1 = 0 <= y0 + 1 < H
+    for lane in range(cg):
+        k = off + lane * HW + y0 * W + x0
+        acc = zero
+        if in_y0 and in_x0:
+            acc += w00 * planes[k]
+        if in_y0 and in_x1:
+            acc += w01 * planes[k + 1]
+        if in_y1 and in_x0:
+            acc += w10 * planes[k + W]
+        if in_y1 and in_x1:
+            acc += w11 * planes[k + W + 1]
+        OT[o + lane] = acc
 
 
 @njit(inline="always", cache=True)
@@ -1146,13 +1171,15 @@ def tile_lanes(itemsize: int) -> int:
 
 
 @njit(parallel=True, cache=True)
-def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs):
+def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, shrink):
     """warp_forward for bilinear sampling on tiles (see above).
 
     A task is (image, channel group, run of output rows): the output rows are split into
-    ``runs`` runs of whole chunks (any split gives the same result). A task transposes
-    the input rows its samples read, as they are first needed, and writes its output
-    chunk by chunk.
+    ``runs`` runs of whole chunks (any split gives the same result). A task's tile holds
+    the input rows its run can read (_footprint, and a row of padding either side),
+    transposed as they are first needed; a sample reading rows outside them (none, as
+    _footprint bounds them) is read from the input directly. ``shrink``: rows taken off
+    either side of the tile, to test that path (0 otherwise).
     """
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -1181,9 +1208,14 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs):
         i_end = min(chunks, (r + 1) * per) * chunk_rows
         if i_start >= i_end:
             continue
-        XT = np.empty((H + 2) * W2 * V, x.dtype)
-        _zero_tile_border(XT, H, W, V)
+        _, _, y_lo, y_hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i_start], yos[i_end - 1],
+                                      H, W, align, projective, eps16)
+        b0 = y_lo - 1 + shrink
+        b1 = max(b0, y_hi + 1 - shrink)
+        XT = np.empty((b1 - b0 + 1) * W2 * V, x.dtype)
+        _zero_tile_ring(XT, b0, b1, H, W)
         OT = np.empty(L * V, x.dtype)
+        zero = np.zeros(1, x.dtype)[0]
         f64 = np.empty((7, L), np.float64)
         IX, IY, TX, TY, GX, GY, YO = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5], f64[6]
         ints = np.empty((3, L), np.int64)
@@ -1199,14 +1231,18 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs):
             _coords(m[n], XO, YO, H, W, border, align, projective, eps16, False, False,
                     IX, IY, GX, GY, GX, GX, GX)
             _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
-            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, KIND, Y0, f_lo, f_hi)
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, b0, b1, KIND, Y0,
+                                     f_lo, f_hi)
             for j in range(L):
+                y0 = Y0[j]
                 if KIND[j] == _OUTSIDE:
-                    for lane in range(V):
-                        OT[j * V + lane] = 0.0
-                else:
-                    q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
+                    OT[j * V : (j + 1) * V] = 0.0
+                elif b0 <= y0 and y0 < b1:
+                    q = ((y0 - b0) * W2 + X0[j] + 1) * V
                     _lanes_bilinear(XT, q, dy, OT, j * V, W00[j], W01[j], W10[j], W11[j])
+                else:
+                    _sample_direct(flat_x, off_x, cg, HW, H, W, X0[j], y0, W00[j], W01[j],
+                                   W10[j], W11[j], OT, j * V, zero)
             _tile_to_chunk(OT, L, flat_out, off_o, cg, HWo, i0 * Wo)
 
 
@@ -1242,7 +1278,7 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
         cg = min(C, c0 + V) - c0
         XT = np.empty(tile if need_m else 1, x.dtype)
         if need_m:
-            _zero_tile_border(XT, H, W, V)
+            _zero_tile_ring(XT, -1, H, H, W)
         GXT = np.zeros(tile if need_x else 1, x.dtype)
         GT = np.empty(L * V, x.dtype)
         f64 = np.empty((11, L), np.float64)
@@ -1272,7 +1308,8 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
                         _lanes_scatter(GXT, q, dy, GT, j * V, W00[j], W01[j], W10[j], W11[j])
             if not need_m:
                 continue
-            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, KIND, Y0, f_lo, f_hi)
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, -1, H, KIND, Y0, f_lo,
+                                     f_hi)
             for j in range(L):
                 if KIND[j] == _OUTSIDE:  # reads no pixel: a NaN grad_out there stays out
                     GIX[j] = 0.0
