@@ -17,10 +17,14 @@ Speed, measured on a 2-core Zen 4 VM (see ``benchmarks/bench_sampler.py``):
   the diagonal walk of a rotated warp defeats the hardware prefetcher, and this halves
   the forward time of large images;
 - the many-channel loops step flat unsigned offsets by a plane (no per-access index
-  arithmetic or negative-index wraparound).
+  arithmetic or negative-index wraparound);
+- from a full vector of channels on (16 float32, 8 float64), bilinear warps run on
+  tiles: channels transposed next to each other, a tap one vector load
+  (``warp_forward_tiles``, ``warp_backward_tiles``; see the section "Tiles" below).
 
 Determinism: the forward pass writes each output value from one task. The backward pass
-runs one task per (image, group of ``CHANNEL_GROUP`` channels): a task alone writes its
+runs one task per (image, group of ``CHANNEL_GROUP`` channels, or of ``tile_lanes`` on
+tiles): a task alone writes its
 channels' input gradient, in a fixed order, and its partial matrix gradient goes to its
 own slot; the slots are summed in a fixed order afterwards. Chunk sums are reassociated
 by the compiler (``_chunk_sums``), into an order fixed by the compiled code. Nothing
@@ -372,6 +376,36 @@ def _chunk_sums(d, XO, YO):
     return s0, s1, s2
 
 
+@njit(inline="always", cache=True)
+def _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO, projective):
+    """Add a chunk's matrix gradient to ``acc`` (9, row-major), from GIX, GIY: dL/d(pixel
+    coordinate) of each sample. The chain rule to the matrix (Eq. 1: d(x, y) / d(matrix
+    row) = (xo, yo, 1)); DX, DY, DW: scratch."""
+    for j in range(DX.shape[0]):
+        DX[j] = np.float64(GIX[j]) * GX[j]  # dL / d(normalised input x)
+        DY[j] = np.float64(GIY[j]) * GY[j]
+    if projective:
+        for j in range(DX.shape[0]):  # through the division by w
+            w = WS[j]
+            dxn = DX[j]
+            dyn = DY[j]
+            DX[j] = dxn / w
+            DY[j] = dyn / w
+            DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
+        rw0, rw1, rw2 = _chunk_sums(DW, XO, YO)
+        acc[6] += rw0
+        acc[7] += rw1
+        acc[8] += rw2
+    rx0, rx1, rx2 = _chunk_sums(DX, XO, YO)
+    ry0, ry1, ry2 = _chunk_sums(DY, XO, YO)
+    acc[0] += rx0
+    acc[1] += rx1
+    acc[2] += rx2
+    acc[3] += ry0
+    acc[4] += ry1
+    acc[5] += ry2
+
+
 @njit(parallel=True, cache=True)
 def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f32, sink):
     """out[n, c, i, j] = x[n, c] sampled at the input point of output pixel (i, j).
@@ -558,8 +592,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         one_x = np.ones(1, x.dtype)[0]
         one = np.uint64(1)
         Wu = np.uint64(W)
-        # Matrix-gradient accumulators (scalars, so they live in registers).
-        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        acc = np.zeros(9)  # the matrix gradient, row-major
         if need_x:
             gxf[n, c0:c1] = 0.0
         box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
@@ -647,37 +680,11 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
                                         + (V11[j] - V10[j]) * ty)
                         GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
                                         + (V11[j] - V01[j]) * tx)
-            # The chain rule to the matrix (Eq. 1: d(x, y) / d(matrix row) = (xo, yo, 1)).
-            for j in range(L):
-                DX[j] = np.float64(GIX[j]) * GX[j]  # dL / d(normalised input x)
-                DY[j] = np.float64(GIY[j]) * GY[j]
-            if projective:
-                for j in range(L):  # through the division by w
-                    w = WS[j]
-                    dxn = DX[j]
-                    dyn = DY[j]
-                    DX[j] = dxn / w
-                    DY[j] = dyn / w
-                    DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
-                rw0, rw1, rw2 = _chunk_sums(DW, XO, YO)
-            else:
-                rw0 = rw1 = rw2 = 0.0
-            rx0, rx1, rx2 = _chunk_sums(DX, XO, YO)
-            ry0, ry1, ry2 = _chunk_sums(DY, XO, YO)
-            a00 += rx0
-            a01 += rx1
-            a02 += rx2
-            a10 += ry0
-            a11 += ry1
-            a12 += ry2
-            a20 += rw0
-            a21 += rw1
-            a22 += rw2
+            _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
+                             projective)
         sink[t] = touched
         if need_m:
-            gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
-            gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
-            gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
+            gm[n, g] = acc.reshape(3, 3)
 
 
 @njit(inline="always", cache=True)
@@ -1051,42 +1058,45 @@ def _zero_tile_ring(T, b0, b1, H, W):
             T[row + (W + 1) * V : row + W2 * V] = 0.0
 
 
+@njit(inline="always", cache=True)
+def _move_pixels(planes, p_off, p_stride, T, t_off, count, cg, to_tile):
+    """Between cg planes and a tile: value i of plane ``lane`` (planes[p_off + lane *
+    p_stride + i]) <-> T[t_off + i * V + lane], i < count. Into the tile when
+    ``to_tile`` (lanes past cg set to 0), else back into the planes (lanes < cg)."""
+    V = _VECTOR_BYTES // T.itemsize
+    if cg == V and count >= V:
+        for i0 in range(0, count, V):
+            i = min(i0, count - V)  # the last block overlaps the one before: same values
+            if to_tile:
+                _transpose_block(planes, p_off + i, p_stride, T, t_off + i * V, V)
+            else:
+                _transpose_block(T, t_off + i * V, V, planes, p_off + i, p_stride)
+    elif to_tile:
+        for i in range(count):
+            for lane in range(V):
+                T[t_off + i * V + lane] = planes[p_off + lane * p_stride + i] if lane < cg else 0.0
+    else:
+        for i in range(count):
+            for lane in range(cg):
+                planes[p_off + lane * p_stride + i] = T[t_off + i * V + lane]
+
+
 @njit(cache=True)
 def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi, b0):
     """Image rows lo..hi into a tile of rows from b0: T[((y - b0) * (W + 2) + x + 1) * V
     + lane] = planes[off + lane * HW + y * W + x] for the cg channels lane < cg, 0 in the
     other lanes (V = tile_lanes)."""
     V = _VECTOR_BYTES // T.itemsize
-    W2 = W + 2
     for y in range(lo, hi + 1):
-        src = off + y * W
-        dst = ((y - b0) * W2 + 1) * V
-        if cg == V and W >= V:
-            for x0 in range(0, W, V):
-                xs = min(x0, W - V)  # the last block overlaps the one before: same values
-                _transpose_block(planes, src + xs, HW, T, dst + xs * V, V)
-        else:
-            for x in range(W):
-                for lane in range(V):
-                    T[dst + x * V + lane] = planes[src + lane * HW + x] if lane < cg else 0.0
+        _move_pixels(planes, off + y * W, HW, T, ((y - b0) * (W + 2) + 1) * V, W, cg, True)
 
 
 @njit(cache=True)
 def _from_tile_rows(T, planes, off, cg, HW, W, H):
     """The inverse of _to_tile_rows for a whole image's tile (b0 = -1), lanes < cg."""
     V = _VECTOR_BYTES // T.itemsize
-    W2 = W + 2
     for y in range(H):
-        dst = off + y * W
-        src = ((y + 1) * W2 + 1) * V
-        if cg == V and W >= V:
-            for x0 in range(0, W, V):
-                xs = min(x0, W - V)
-                _transpose_block(T, src + xs * V, V, planes, dst + xs, HW)
-        else:
-            for x in range(W):
-                for lane in range(cg):
-                    planes[dst + lane * HW + x] = T[src + x * V + lane]
+        _move_pixels(planes, off + y * W, HW, T, ((y + 1) * (W + 2) + 1) * V, W, cg, False)
 
 
 @njit(inline="always", cache=True)
@@ -1135,34 +1145,6 @@ def _sample_direct(planes, off, cg, HW, H, W, x0, y0, w00, w01, w10, w11, OT, o,
         if in_y1 and in_x1:
             acc += w11 * planes[k + W + 1]
         OT[o + lane] = acc
-
-
-@njit(inline="always", cache=True)
-def _chunk_to_tile(planes, off, cg, HWo, base, L, T):
-    """T[j * V + lane] = planes[off + lane * HWo + base + j] for j < L (lanes >= cg: 0)."""
-    V = _VECTOR_BYTES // T.itemsize
-    if cg == V and L >= V:
-        for j0 in range(0, L, V):
-            js = min(j0, L - V)
-            _transpose_block(planes, off + base + js, HWo, T, js * V, V)
-    else:
-        for j in range(L):
-            for lane in range(V):
-                T[j * V + lane] = planes[off + lane * HWo + base + j] if lane < cg else 0.0
-
-
-@njit(inline="always", cache=True)
-def _tile_to_chunk(T, L, planes, off, cg, HWo, base):
-    """planes[off + lane * HWo + base + j] = T[j * V + lane] for j < L, lane < cg."""
-    V = _VECTOR_BYTES // T.itemsize
-    if cg == V and L >= V:
-        for j0 in range(0, L, V):
-            js = min(j0, L - V)
-            _transpose_block(T, js * V, V, planes, off + base + js, HWo)
-    else:
-        for j in range(L):
-            for lane in range(cg):
-                planes[off + lane * HWo + base + j] = T[j * V + lane]
 
 
 def tile_lanes(itemsize: int) -> int:
@@ -1243,7 +1225,7 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, shrink
                 else:
                     _sample_direct(flat_x, off_x, cg, HW, H, W, X0[j], y0, W00[j], W01[j],
                                    W10[j], W11[j], OT, j * V, zero)
-            _tile_to_chunk(OT, L, flat_out, off_o, cg, HWo, i0 * Wo)
+            _move_pixels(flat_out, off_o + i0 * Wo, HWo, OT, 0, L, cg, False)
 
 
 @njit(parallel=True, cache=True)
@@ -1293,14 +1275,14 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
         off_x = (n * C + c0) * HW
         off_o = (n * C + c0) * HWo
         f_lo, f_hi = 0, -1
-        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+        acc = np.zeros(9)  # the matrix gradient, row-major
         for i0 in range(0, Ho, chunk_rows):
             base = i0 * Wo
             _fill_rows(YO, yos, i0, Wo)
             _coords(m[n], XO, YO, H, W, border, align, projective, eps16, need_m, False,
                     IX, IY, GX, GY, XS, YS, WS)
             _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
-            _chunk_to_tile(flat_go, off_o, cg, HWo, base, L, GT)
+            _move_pixels(flat_go, off_o + base, HWo, GT, 0, L, cg, True)
             if need_x:
                 for j in range(L):
                     if KIND[j] != _OUTSIDE:
@@ -1317,37 +1299,12 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
                 else:
                     q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
                     GIX[j], GIY[j] = _lanes_coord_grad(XT, q, dy, GT, j * V, TX[j], TY[j])
-            for j in range(L):
-                DX[j] = np.float64(GIX[j]) * GX[j]
-                DY[j] = np.float64(GIY[j]) * GY[j]
-            if projective:
-                for j in range(L):
-                    w = WS[j]
-                    dxn = DX[j]
-                    dyn = DY[j]
-                    DX[j] = dxn / w
-                    DY[j] = dyn / w
-                    DW[j] = -(dxn * XS[j] + dyn * YS[j]) / w
-                rw0, rw1, rw2 = _chunk_sums(DW, XO, YO)
-            else:
-                rw0 = rw1 = rw2 = 0.0
-            rx0, rx1, rx2 = _chunk_sums(DX, XO, YO)
-            ry0, ry1, ry2 = _chunk_sums(DY, XO, YO)
-            a00 += rx0
-            a01 += rx1
-            a02 += rx2
-            a10 += ry0
-            a11 += ry1
-            a12 += ry2
-            a20 += rw0
-            a21 += rw1
-            a22 += rw2
+            _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
+                             projective)
         if need_x:
             _from_tile_rows(GXT, flat_gx, off_x, cg, HW, W, H)
         if need_m:
-            gm[n, g, 0, 0], gm[n, g, 0, 1], gm[n, g, 0, 2] = a00, a01, a02
-            gm[n, g, 1, 0], gm[n, g, 1, 1], gm[n, g, 1, 2] = a10, a11, a12
-            gm[n, g, 2, 0], gm[n, g, 2, 1], gm[n, g, 2, 2] = a20, a21, a22
+            gm[n, g] = acc.reshape(3, 3)
 
 
 def _renamed(fn, name):
