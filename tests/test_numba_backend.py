@@ -681,3 +681,25 @@ def test_tiles_gradcheck(family, kernels):
         return ts.warp(x, p, family, backend="numba", out_size=(3, 9))
 
     assert torch.autograd.gradcheck(f, (x, p), eps=1e-6, atol=1e-5)
+
+
+def test_backward_any_split_into_tasks_gives_the_same_gradients():
+    """The backward kernel's tasks take runs of (image, channel group) pairs and reuse
+    their scratch memory from one pair to the next: the split must not show."""
+    gen = torch.Generator().manual_seed(11)
+    for channels, nearest in [(1, False), (3, False), (20, False), (20, True)]:
+        x = torch.rand(5, channels, 9, 12, generator=gen).numpy()
+        go = torch.randn(5, channels, 8, 10, generator=gen).numpy()
+        m = np.tile(np.eye(3), (5, 1, 1))
+        m[:, :2] += 0.3 * torch.randn(5, 2, 3, generator=gen, dtype=torch.float64).numpy()
+        groups = -(-channels // _numba_kernels.CHANNEL_GROUP)
+        results = []
+        for tasks in (1, 2, 4, 5 * groups):
+            gx = np.full_like(x, np.nan)
+            gm = np.zeros((5, groups, 3, 3))
+            _numba_kernels.warp_backward(x, m, go, gx, gm, True, True, nearest, False, False,
+                                         False, 1e-6, False, tasks, np.empty(5 * groups))
+            results.append((gx, gm))
+        assert np.isfinite(results[0][0]).all()
+        for gx, gm in results[1:]:
+            assert np.array_equal(gx, results[0][0]) and np.array_equal(gm, results[0][1])

@@ -192,8 +192,7 @@ class _FusedWarp(torch.autograd.Function):
         gx = _empty(*x.shape, dtype=x.dtype) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = np.zeros((n if need_m else 1, groups if need_m else 1, 3, 3))
         serial = _serial(go.numel())
-        if not serial:
-            _set_threads()
+        threads = 1 if serial else _set_threads()
         suffix = "[serial]" * serial
         if tiles:
             fn = k.warp_backward_tiles_serial if serial else k.warp_backward_tiles
@@ -201,9 +200,12 @@ class _FusedWarp(torch.autograd.Function):
                    gx.numpy(), gm, need_x, need_m, border, align, projective, eps16)
         else:
             fn = k.warp_backward_serial if serial else k.warp_backward
+            # Tasks take runs of (image, channel group) pairs, with scratch memory for
+            # the run; the split does not change the result.
+            tasks = max(1, min(n * groups, 8 * threads))
             _timed(f"backward[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(), gx.numpy(),
                    gm, need_x, need_m, nearest, border, align, projective, eps16,
-                   nearest and x.dtype == torch.float32, np.empty(n * groups))
+                   nearest and x.dtype == torch.float32, tasks, np.empty(n * groups))
         grad_theta = None
         if need_m:
             # Fixed-order sum of the per-channel-group partials: deterministic.

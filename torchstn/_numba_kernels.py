@@ -541,7 +541,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
 
 @njit(parallel=True, cache=True)
 def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
-                  eps16, f32, sink):
+                  eps16, f32, tasks, sink):
     """Gradients of warp_forward.
 
     gout: (N, C, Ho, Wo); gx: (N, C, H, W), overwritten when ``need_x``; gm:
@@ -574,11 +574,8 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     XO = _tiled(xo, chunk_rows)
     L = XO.shape[0]
     line = max(1, 64 // x.itemsize)
-    for t in prange(N * G):
-        n = t // G
-        g = t - n * G
-        c0 = g * CHANNEL_GROUP
-        c1 = min(C, c0 + CHANNEL_GROUP)
+    per = (N * G + tasks - 1) // tasks
+    for w in prange(tasks):  # scratch allocated once per task, reused for its images
         f64 = np.empty((11, L), np.float64)
         IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
         XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
@@ -593,98 +590,104 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         one = np.uint64(1)
         Wu = np.uint64(W)
         acc = np.zeros(9)  # the matrix gradient, row-major
-        if need_x:
-            gxf[n, c0:c1] = 0.0
-        box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
-                         projective, eps16)
-        touched = 0.0
-        x_lo = gx_lo = 0
-        x_hi = gx_hi = -1
-        block_end = 0
-        for i0 in range(0, Ho, chunk_rows):  # a chunk: rows i0..i0 + chunk_rows - 1, one run
-            if i0 == block_end:  # prefetch the rows the next block of output rows reads
-                block_end = min(Ho, i0 + rows_per_block)
-                _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i0], yos[block_end - 1],
-                                          H, W, align, projective, eps16)
-                if coord_grad:
-                    s, x_lo, x_hi = _prefetch_rows(xf[n], c0, c1, W, box, lo, hi, x_lo, x_hi,
-                                                   line)
-                    touched += s
-                if need_x:
-                    s, gx_lo, gx_hi = _prefetch_rows(gxf[n], c0, c1, W, box, lo, hi, gx_lo,
-                                                     gx_hi, line)
-                    touched += s
-            base = i0 * Wo
-            _fill_rows(YO, yos, i0, Wo)
-            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, coord_grad, f32,
-                    IX, IY, GX, GY, XS, YS, WS)
-            _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+        for t in range(w * per, min(N * G, (w + 1) * per)):
+            n = t // G
+            g = t - n * G
+            c0 = g * CHANNEL_GROUP
+            c1 = min(C, c0 + CHANNEL_GROUP)
+            acc[:] = 0.0
             if need_x:
-                _scatter_chunk(gxf[n], gof[n], flat_gx, flat_go, n, C, c0, c1, base, H, W,
-                             nearest, KIND, K, X0, Y0, W00, W01, W10, W11, zero)
-            if not coord_grad:
-                continue
-            if c1 - c0 >= _PIXEL_MAJOR_CHANNELS:
-                # Many channels: pixel-major, one sample's taps for the whole group, with
-                # flat unsigned offsets stepped by a plane.
-                for j in range(L):
-                    kind = KIND[j]
-                    tx, ty = TX[j], TY[j]
-                    tx1, ty1 = one_x - tx, one_x - ty
-                    gix = giy = zero
-                    if kind == _INSIDE:
-                        a = np.uint64((n * C + c0) * HW + K[j])
-                        b = np.uint64((n * C + c0) * HWo + base + j)
-                        for _ in range(c0, c1):
-                            gv = flat_go[b]
-                            v00, v01 = flat_x[a], flat_x[a + one]
-                            v10, v11 = flat_x[a + Wu], flat_x[a + Wu + one]
-                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
-                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
-                            a += HWu
-                            b += HWou
-                    elif kind == _PARTIAL:
-                        for c in range(c0, c1):
-                            gv = gof[n, c, base + j]
-                            v00, v01, v10, v11, _, _, _, _ = _corner_values(
-                                xf[n, c], j, H, W, K, X0, Y0, zero)
-                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
-                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
-                    GIX[j] = gix
-                    GIY[j] = giy
-            else:
-                GIX[:] = zero
-                GIY[:] = zero
-                for c in range(c0, c1):
-                    src = xf[n, c]
-                    grow = gof[n, c, base : base + L]
-                    for j in range(L):  # loads only (scalar: gathers are no faster here)
+                gxf[n, c0:c1] = 0.0
+            box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
+                             projective, eps16)
+            touched = 0.0
+            x_lo = gx_lo = 0
+            x_hi = gx_hi = -1
+            block_end = 0
+            for i0 in range(0, Ho, chunk_rows):  # a chunk: rows i0..i0 + chunk_rows - 1, one run
+                if i0 == block_end:  # prefetch the rows the next block of output rows reads
+                    block_end = min(Ho, i0 + rows_per_block)
+                    _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i0], yos[block_end - 1],
+                                              H, W, align, projective, eps16)
+                    if coord_grad:
+                        s, x_lo, x_hi = _prefetch_rows(xf[n], c0, c1, W, box, lo, hi, x_lo, x_hi,
+                                                       line)
+                        touched += s
+                    if need_x:
+                        s, gx_lo, gx_hi = _prefetch_rows(gxf[n], c0, c1, W, box, lo, hi, gx_lo,
+                                                         gx_hi, line)
+                        touched += s
+                base = i0 * Wo
+                _fill_rows(YO, yos, i0, Wo)
+                _coords(m[n], XO, YO, H, W, border, align, projective, eps16, coord_grad, f32,
+                        IX, IY, GX, GY, XS, YS, WS)
+                _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+                if need_x:
+                    _scatter_chunk(gxf[n], gof[n], flat_gx, flat_go, n, C, c0, c1, base, H, W,
+                                 nearest, KIND, K, X0, Y0, W00, W01, W10, W11, zero)
+                if not coord_grad:
+                    continue
+                if c1 - c0 >= _PIXEL_MAJOR_CHANNELS:
+                    # Many channels: pixel-major, one sample's taps for the whole group, with
+                    # flat unsigned offsets stepped by a plane.
+                    for j in range(L):
                         kind = KIND[j]
-                        if kind == _INSIDE:
-                            k0 = np.uint64(K[j])
-                            V00[j] = src[k0]
-                            V01[j] = src[k0 + one]
-                            V10[j] = src[k0 + Wu]
-                            V11[j] = src[k0 + Wu + one]
-                        elif kind == _OUTSIDE:
-                            V00[j] = V01[j] = V10[j] = V11[j] = zero
-                        else:
-                            v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K,
-                                                                            X0, Y0, zero)
-                            V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
-                    for j in range(L):  # d(sample) / d(pixel coordinate), over channels
-                        # Outside samples read no pixel: a NaN grad_out there stays out.
-                        gv = grow[j] if KIND[j] != _OUTSIDE else zero
                         tx, ty = TX[j], TY[j]
-                        GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
-                                        + (V11[j] - V10[j]) * ty)
-                        GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
-                                        + (V11[j] - V01[j]) * tx)
-            _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
-                             projective)
-        sink[t] = touched
-        if need_m:
-            gm[n, g] = acc.reshape(3, 3)
+                        tx1, ty1 = one_x - tx, one_x - ty
+                        gix = giy = zero
+                        if kind == _INSIDE:
+                            a = np.uint64((n * C + c0) * HW + K[j])
+                            b = np.uint64((n * C + c0) * HWo + base + j)
+                            for _ in range(c0, c1):
+                                gv = flat_go[b]
+                                v00, v01 = flat_x[a], flat_x[a + one]
+                                v10, v11 = flat_x[a + Wu], flat_x[a + Wu + one]
+                                gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                                giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
+                                a += HWu
+                                b += HWou
+                        elif kind == _PARTIAL:
+                            for c in range(c0, c1):
+                                gv = gof[n, c, base + j]
+                                v00, v01, v10, v11, _, _, _, _ = _corner_values(
+                                    xf[n, c], j, H, W, K, X0, Y0, zero)
+                                gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                                giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
+                        GIX[j] = gix
+                        GIY[j] = giy
+                else:
+                    GIX[:] = zero
+                    GIY[:] = zero
+                    for c in range(c0, c1):
+                        src = xf[n, c]
+                        grow = gof[n, c, base : base + L]
+                        for j in range(L):  # loads only (scalar: gathers are no faster here)
+                            kind = KIND[j]
+                            if kind == _INSIDE:
+                                k0 = np.uint64(K[j])
+                                V00[j] = src[k0]
+                                V01[j] = src[k0 + one]
+                                V10[j] = src[k0 + Wu]
+                                V11[j] = src[k0 + Wu + one]
+                            elif kind == _OUTSIDE:
+                                V00[j] = V01[j] = V10[j] = V11[j] = zero
+                            else:
+                                v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K,
+                                                                                X0, Y0, zero)
+                                V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
+                        for j in range(L):  # d(sample) / d(pixel coordinate), over channels
+                            # Outside samples read no pixel: a NaN grad_out there stays out.
+                            gv = grow[j] if KIND[j] != _OUTSIDE else zero
+                            tx, ty = TX[j], TY[j]
+                            GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
+                                            + (V11[j] - V10[j]) * ty)
+                            GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
+                                            + (V11[j] - V01[j]) * tx)
+                _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
+                                 projective)
+            sink[t] = touched
+            if need_m:
+                gm[n, g] = acc.reshape(3, 3)
 
 
 @njit(inline="always", cache=True)
