@@ -546,8 +546,10 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
 
     gout: (N, C, Ho, Wo); gx: (N, C, H, W), overwritten when ``need_x``; gm:
     (N, G, 3, 3) float64 zeros, G = ceil(C / CHANNEL_GROUP), partial matrix gradients of
-    each channel group, written when ``need_m`` (sum over G afterwards). sink: (N * G,)
-    float64, as in warp_forward.
+    each channel group, written when ``need_m`` (sum over G afterwards). The N * G
+    (image, channel group) pairs are split into ``tasks`` contiguous runs, each with its
+    scratch arrays (any split gives the same result). sink: (N * G,) float64, as in
+    warp_forward.
 
     Each chunk of output rows goes through a pipeline of loops: coordinates and taps
     (vectorised), then per channel a scalar loop that only loads the four tap values and
@@ -575,7 +577,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     L = XO.shape[0]
     line = max(1, 64 // x.itemsize)
     per = (N * G + tasks - 1) // tasks
-    for w in prange(tasks):  # scratch allocated once per task, reused for its images
+    for w in prange(tasks):  # scratch allocated once a run, reused by its pairs
         f64 = np.empty((11, L), np.float64)
         IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
         XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
