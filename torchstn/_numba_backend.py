@@ -119,7 +119,7 @@ def _eps16(dtype: torch.dtype) -> float:
 _EYE9 = np.eye(3).reshape(9)
 
 
-def _tiled(x: torch.Tensor, nearest: bool) -> bool:
+def _on_tiles(x: torch.Tensor, nearest: bool) -> bool:
     """Whether a warp runs on the tiled kernels: bilinear, a full vector of channels."""
     return not nearest and x.shape[1] >= _load().tile_lanes(x.element_size())
 
@@ -147,13 +147,14 @@ class _FusedWarp(torch.autograd.Function):
         serial = _serial(out.numel())
         threads = 1 if serial else _set_threads()
         eps16 = _eps16(theta.dtype)
-        tiles = _tiled(x, nearest)
+        tiles = _on_tiles(x, nearest)
         suffix = "[serial]" * serial
         if tiles:
-            # Runs of output rows per (image, channel group), enough for 4 tasks a thread;
-            # the split does not change the result.
-            groups = n * -(-c // k.tile_lanes(x.element_size()))
-            runs = max(1, min(out_h, -(-4 * threads // groups)))
+            # Runs of output rows (whole chunks) per (image, channel group) pair, enough for
+            # 4 tasks a thread; the split does not change the result.
+            pairs = n * -(-c // k.tile_lanes(x.element_size()))
+            chunks = out_h // k._chunking(out_h, out_w, 1)[0]
+            runs = 1 if serial else max(1, min(chunks, -(-4 * threads // pairs)))
             fn = k.warp_forward_tiles_serial if serial else k.warp_forward_tiles
             _timed(f"forward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), border,
                    align, projective, eps16, runs, 0)
@@ -185,7 +186,7 @@ class _FusedWarp(torch.autograd.Function):
             return (None,) * 9
         go = grad_out.contiguous().to(x.dtype)
         n, c = x.shape[:2]
-        tiles = _tiled(x, nearest)
+        tiles = _on_tiles(x, nearest)
         group = k.tile_lanes(x.element_size()) if tiles else k.CHANNEL_GROUP
         groups = -(-c // group)
         # The kernel writes every value of gx itself, each task its own planes.

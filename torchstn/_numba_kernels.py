@@ -22,9 +22,9 @@ Speed, measured on a 2-core Zen 4 VM (see ``benchmarks/bench_sampler.py``):
   tiles: channels transposed next to each other, a tap one vector load
   (``warp_forward_tiles``, ``warp_backward_tiles``; see the section "Tiles" below).
 
-Determinism: the forward pass writes each output value from one task. The backward pass
-runs one task per (image, group of ``CHANNEL_GROUP`` channels, or of ``tile_lanes`` on
-tiles): a task alone writes its
+Determinism: the forward pass writes each output value from one task. In the backward
+pass one unit of work is an (image, group of ``CHANNEL_GROUP`` channels, or of
+``tile_lanes`` on tiles) pair: it alone writes its
 channels' input gradient, in a fixed order, and its partial matrix gradient goes to its
 own slot; the slots are summed in a fixed order afterwards. Chunk sums are reassociated
 by the compiler (``_chunk_sums``), into an order fixed by the compiled code. Nothing
@@ -284,7 +284,8 @@ def _footprint(m, xa, xb, ya, yb, H, W, align, projective, eps16):
     to a parallelogram, a projective one with ``w > 0`` at all four corners (so
     everywhere between them) to a convex quadrilateral: either way the corners bound it.
     Anything else (a corner at or behind the horizon, a non-finite matrix) gives the
-    whole image. Only used to prefetch: it never decides a value.
+    whole image. Used to prefetch and to size the forward pass's tiles; it never decides
+    a value.
     """
     sx = 0.5 * (W - 1) if align else 0.5 * W
     sy = 0.5 * (H - 1) if align else 0.5 * H
@@ -867,6 +868,12 @@ def _scatter_partial(gxp, gv, k, x0, y0, H, W, w00, w01, w10, w11):
 _VECTOR_BYTES = 64
 
 
+@njit(cache=True)
+def tile_lanes(itemsize):
+    """Channels per tile (one vector) for an image dtype of ``itemsize`` bytes."""
+    return _VECTOR_BYTES // itemsize
+
+
 def _transpose_network(V):
     """The shuffles of a V x V transpose, V a power of two: log2(V) stages, each a list of
     (new row, first source row, second source row, mask). Stage b swaps bit b of the row
@@ -1032,27 +1039,21 @@ def _lanes_scatter(typingctx, gxt, q, dy, gt, o, w00, w01, w10, w11):
     def codegen(context, builder, sig, args):
         o_ = _index(context, builder, sig, args, 4)
         g = builder.load(_pointer(context, builder, sig.args[3], args[3], o_, V), align=align)
-        q = _index(context, builder, sig, args, 1)
-        dy = _index(context, builder, sig, args, 2)
-        step = ir.Constant(ir.IntType(64), V)
-        at = [q, builder.add(q, step), builder.add(q, dy), builder.add(builder.add(q, dy), step)]
-        for k, a in zip((5, 6, 7, 8), at):
+        taps, at = _taps4(context, builder, sig, args, V, align)
+        for k, tap, a in zip((5, 6, 7, 8), taps, at):
             w = _scalar(context, builder, sig, args, k, dtype, V)
             p = _pointer(context, builder, sig.args[0], args[0], a, V)
-            builder.store(builder.fadd(builder.load(p, align=align), builder.fmul(w, g)), p,
-                          align=align)
+            builder.store(builder.fadd(tap, builder.fmul(w, g)), p, align=align)
         return context.get_dummy_value()
 
     return nbtypes.none(gxt, q, dy, gt, o, w00, w01, w10, w11), codegen
 
 
-# ---- tiles ---------------------------------------------------------------------------
-
 @njit(inline="always", cache=True)
 def _zero_tile_ring(T, b0, b1, H, W):
     """Zero the padding of a tile of image rows b0..b1 (see _to_tile_rows): its first and
     last columns, and its rows outside the image."""
-    V = _VECTOR_BYTES // T.itemsize
+    V = tile_lanes(T.itemsize)
     W2 = W + 2
     for y in range(b0, b1 + 1):
         row = (y - b0) * W2 * V
@@ -1068,7 +1069,7 @@ def _move_pixels(planes, p_off, p_stride, T, t_off, count, cg, to_tile):
     """Between cg planes and a tile: value i of plane ``lane`` (planes[p_off + lane *
     p_stride + i]) <-> T[t_off + i * V + lane], i < count. Into the tile when
     ``to_tile`` (lanes past cg set to 0), else back into the planes (lanes < cg)."""
-    V = _VECTOR_BYTES // T.itemsize
+    V = tile_lanes(T.itemsize)
     if cg == V and count >= V:
         for i0 in range(0, count, V):
             i = min(i0, count - V)  # the last block overlaps the one before: same values
@@ -1091,7 +1092,7 @@ def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi, b0):
     """Image rows lo..hi into a tile of rows from b0: T[((y - b0) * (W + 2) + x + 1) * V
     + lane] = planes[off + lane * HW + y * W + x] for the cg channels lane < cg, 0 in the
     other lanes (V = tile_lanes)."""
-    V = _VECTOR_BYTES // T.itemsize
+    V = tile_lanes(T.itemsize)
     for y in range(lo, hi + 1):
         _move_pixels(planes, off + y * W, HW, T, ((y - b0) * (W + 2) + 1) * V, W, cg, True)
 
@@ -1099,7 +1100,7 @@ def _to_tile_rows(planes, off, cg, HW, W, T, lo, hi, b0):
 @njit(cache=True)
 def _from_tile_rows(T, planes, off, cg, HW, W, H):
     """The inverse of _to_tile_rows for a whole image's tile (b0 = -1), lanes < cg."""
-    V = _VECTOR_BYTES // T.itemsize
+    V = tile_lanes(T.itemsize)
     for y in range(H):
         _move_pixels(planes, off + y * W, HW, T, ((y + 1) * (W + 2) + 1) * V, W, cg, False)
 
@@ -1131,30 +1132,14 @@ def _cover_rows(planes, off, cg, HW, H, W, T, b0, b1, KIND, Y0, f_lo, f_hi):
 
 
 @njit(inline="always", cache=True)
-def _sample_direct(planes, off, cg, HW, H, W, x0, y0, w00, w01, w10, w11, OT, o, zero):
-    """OT[o + lane] for lane < cg: a bilinear sample read from the planes themselves, for
-    a sample whose rows are not in its tile (taps in the padding read 0)."""
-    in_x0 = 0 <= x0 < W
-    in_x1 = 0 <= x0 + 1 < W
-    in_y0 = 0 <= y0 < H
-    in_y1 = 0 <= y0 + 1 < H
+def _sample_direct(planes, off, cg, HW, H, W, j, K, X0, Y0, w00, w01, w10, w11, OT, o, zero):
+    """OT[o + lane] for lane < cg: sample j read from the planes themselves (taps in the
+    padding read 0), for a sample whose rows are not in its tile. The same products,
+    added in the same order, as _lanes_bilinear."""
     for lane in range(cg):
-        k = off + lane * HW + y0 * W + x0
-        acc = zero
-        if in_y0 and in_x0:
-            acc += w00 * planes[k]
-        if in_y0 and in_x1:
-            acc += w01 * planes[k + 1]
-        if in_y1 and in_x0:
-            acc += w10 * planes[k + W]
-        if in_y1 and in_x1:
-            acc += w11 * planes[k + W + 1]
-        OT[o + lane] = acc
-
-
-def tile_lanes(itemsize: int) -> int:
-    """Channels per tile (one vector) for an image dtype of ``itemsize`` bytes."""
-    return _VECTOR_BYTES // itemsize
+        src = planes[off + lane * HW : off + (lane + 1) * HW]
+        v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K, X0, Y0, zero)
+        OT[o + lane] = w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11
 
 
 @njit(parallel=True, cache=True)
@@ -1170,7 +1155,7 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, shrink
     """
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
-    V = _VECTOR_BYTES // x.itemsize
+    V = tile_lanes(x.itemsize)
     G = (C + V - 1) // V
     HW, HWo = H * W, Ho * Wo
     flat_x = x.reshape(N * C * HW)
@@ -1228,7 +1213,7 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, shrink
                     q = ((y0 - b0) * W2 + X0[j] + 1) * V
                     _lanes_bilinear(XT, q, dy, OT, j * V, W00[j], W01[j], W10[j], W11[j])
                 else:
-                    _sample_direct(flat_x, off_x, cg, HW, H, W, X0[j], y0, W00[j], W01[j],
+                    _sample_direct(flat_x, off_x, cg, HW, H, W, j, K, X0, Y0, W00[j], W01[j],
                                    W10[j], W11[j], OT, j * V, zero)
             _move_pixels(flat_out, off_o + i0 * Wo, HWo, OT, 0, L, cg, False)
 
@@ -1244,7 +1229,7 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
     """
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
-    V = _VECTOR_BYTES // x.itemsize
+    V = tile_lanes(x.itemsize)
     G = (C + V - 1) // V
     HW, HWo = H * W, Ho * Wo
     flat_x = x.reshape(N * C * HW)
