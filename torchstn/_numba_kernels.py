@@ -54,8 +54,9 @@ _CHANNEL_BLOCK = 32
 # Input rows are prefetched (see _touch) a block of output rows at a time, blocks of
 # about this many values (samples x channels).
 _BLOCK_VALUES = 16384
-# Input-gradient planes up to this size (a third of a 32 KiB L1 data cache) take the
-# direct scatter (_scatter_plane_direct).
+# Planes up to this size (a third of a 32 KiB L1 data cache) take the direct scatter
+# (_scatter_plane_direct) and are not prefetched (_touch): they stay in the caches anyway,
+# and skipping the prefetch made 28 x 28 and 42 x 42 warps 3-6% faster.
 _SMALL_PLANE_BYTES = 12 << 10
 # Output rows are processed in chunks of whole rows, at most this many samples (one row
 # if wider): every scratch loop then runs long enough to pay for its set-up. At 28x28
@@ -432,6 +433,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
     chunks = N * (Ho // chunk_rows)
     per = (chunks + tasks - 1) // tasks
     line = max(1, 64 // x.itemsize)
+    prefetch = H * W * x.itemsize > _SMALL_PLANE_BYTES
     for t in prange(tasks):
         f64 = np.empty((7, L), np.float64)
         IX, IY, TX, TY, GX, GY, YO = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5], f64[6]
@@ -458,7 +460,7 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
                 box = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[last], H, W, align,
                                  projective, eps16)
                 block_end, done_lo, done_hi = i, 0, -1
-            if i == block_end:  # prefetch the input rows of the next block of output rows
+            if i == block_end and prefetch:  # prefetch the input rows of the next block
                 block_end = min(last + 1, i + rows_per_block)
                 _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[block_end - 1],
                                           H, W, align, projective, eps16)
@@ -577,6 +579,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     XO = _tiled(xo, chunk_rows)
     L = XO.shape[0]
     line = max(1, 64 // x.itemsize)
+    prefetch = H * W * x.itemsize > _SMALL_PLANE_BYTES
     per = (N * G + tasks - 1) // tasks
     for w in prange(tasks):  # scratch allocated once a run, reused by its pairs
         f64 = np.empty((11, L), np.float64)
@@ -608,7 +611,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             x_hi = gx_hi = -1
             block_end = 0
             for i0 in range(0, Ho, chunk_rows):  # a chunk: rows i0..i0 + chunk_rows - 1, one run
-                if i0 == block_end:  # prefetch the rows the next block of output rows reads
+                if i0 == block_end and prefetch:  # prefetch the rows the next block reads
                     block_end = min(Ho, i0 + rows_per_block)
                     _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i0], yos[block_end - 1],
                                               H, W, align, projective, eps16)
