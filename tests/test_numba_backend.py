@@ -455,11 +455,8 @@ def test_prefetch_footprint_covers_every_tap(align):
 
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
                     reason="no transparent huge pages on this system")
-def test_large_outputs_are_advised_huge_pages():
-    assert _numba_backend.HUGE_PAGES_FROM == 4 << 20  # NumPy's threshold
-    t = _numba_backend._empty(3 << 19, dtype=torch.float32)  # 6 MiB: a 2 MiB-aligned interior
-    start = -(-t.data_ptr() // (2 << 20)) * (2 << 20)
-    flags = None
+def _vm_flags(address):
+    """The VmFlags of the mapping that holds ``address``, from /proc/self/smaps."""
     with open("/proc/self/smaps") as f:
         lines = f.read().splitlines()
     mapping = None
@@ -467,11 +464,26 @@ def test_large_outputs_are_advised_huge_pages():
         first = line.split()[0]
         if "-" in first and all(c in "0123456789abcdef-" for c in first):
             lo, hi = (int(v, 16) for v in first.split("-"))
-            mapping = lo <= start < hi
+            mapping = lo <= address < hi
         elif line.startswith("VmFlags:") and mapping:
-            flags = line.split()[1:]
-    assert flags is not None
-    assert "hg" in flags  # MADV_HUGEPAGE took effect on the tensor's memory
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_large_fresh_outputs_are_advised_huge_pages():
+    assert _numba_backend.HUGE_PAGES_FROM == 4 << 20  # NumPy's threshold
+    # 40 MiB: above glibc's largest mmap threshold (32 MiB), so freshly mapped.
+    t = _numba_backend._empty(10 << 20, dtype=torch.float32)
+    start = -(-t.data_ptr() // (2 << 20)) * (2 << 20)
+    assert "hg" in _vm_flags(start)  # MADV_HUGEPAGE took effect on the tensor's memory
+    # Memory already in use is left as it is.
+    used = torch.empty(10 << 20, dtype=torch.float32)
+    used_start = -(-used.data_ptr() // (2 << 20)) * (2 << 20)
+    assert not _numba_backend._resident(used_start)
+    used.fill_(1.0)
+    assert _numba_backend._resident(used_start)
+    _numba_backend._advise_huge_pages(used)
+    assert "hg" not in _vm_flags(used_start)
     small = _numba_backend._empty(1000, dtype=torch.float32)
     assert small.shape == (1000,)
 
@@ -626,9 +638,10 @@ def test_tiles_forward_any_split_into_runs_gives_the_same_output():
     m = np.tile(np.eye(3), (2, 1, 1))
     m[:, :2] += 0.3 * torch.randn(2, 2, 3, generator=gen, dtype=torch.float64).numpy()
     outs = []
-    for runs in (1, 2, 3, 5):
+    for runs, tasks in [(1, 1), (1, 4), (2, 3), (3, 1), (5, 30)]:
         out = np.empty((2, 20, 15, 16), np.float32)
-        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs, 0)
+        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs,
+                                          tasks, 0)
         outs.append(out)
     for out in outs[1:]:
         assert np.array_equal(out, outs[0])
@@ -648,7 +661,7 @@ def test_tiles_forward_reads_samples_outside_the_tile_rows_directly(padding):
         for shrink in (0, 2, 4):
             out = np.empty((2, 11, 12, 10), dtype)
             _numba_kernels.warp_forward_tiles_serial(x, m, out, padding == "border", False,
-                                                     False, 1e-6, 2, shrink)
+                                                     False, 1e-6, 2, 3, shrink)
             outs.append(out)
         ref = ts.warp(torch.from_numpy(x), torch.from_numpy(m[:, :2].reshape(2, 6)), "affine",
                       backend="torch", padding_mode=padding, out_size=(12, 10)).numpy()
@@ -703,3 +716,25 @@ def test_backward_any_split_into_tasks_gives_the_same_gradients():
         assert np.isfinite(results[0][0]).all()
         for gx, gm in results[1:]:
             assert np.array_equal(gx, results[0][0]) and np.array_equal(gm, results[0][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiles_backward_any_split_into_tasks_gives_the_same_gradients(dtype):
+    """Tiled backward tasks reuse their tiles from one (image, group) pair to the next:
+    no value may carry over, and the split must not show."""
+    gen = torch.Generator().manual_seed(12)
+    lanes = 64 // np.dtype(dtype).itemsize
+    x = torch.rand(5, lanes + 3, 9, 21, generator=gen).numpy().astype(dtype)
+    go = torch.randn(5, lanes + 3, 8, 19, generator=gen).numpy().astype(dtype)
+    m = np.tile(np.eye(3), (5, 1, 1))
+    m[:, :2] += 0.3 * torch.randn(5, 2, 3, generator=gen, dtype=torch.float64).numpy()
+    results = []
+    for tasks in (1, 2, 3, 10):
+        gx = np.full_like(x, np.nan)
+        gm = np.zeros((5, 2, 3, 3))
+        _numba_kernels.warp_backward_tiles(x, m, go, gx, gm, True, True, False, False, False,
+                                           1e-6, tasks)
+        results.append((gx, gm))
+    assert np.isfinite(results[0][0]).all() and np.isfinite(results[0][1]).all()
+    for gx, gm in results[1:]:
+        assert np.array_equal(gx, results[0][0]) and np.array_equal(gm, results[0][1])

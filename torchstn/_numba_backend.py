@@ -72,39 +72,56 @@ def _set_threads() -> int:
 HUGE_PAGES_FROM = 4 << 20
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
-_madvise = None
+_libc_calls = None  # (madvise, mincore), or False where they cannot be had
+
+
+def _libc():
+    global _libc_calls
+    if _libc_calls is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            madvise, mincore = libc.madvise, libc.mincore
+            madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+            madvise.restype = mincore.restype = ctypes.c_int
+            _libc_calls = (madvise, mincore)
+        except (OSError, AttributeError):
+            _libc_calls = False
+    return _libc_calls
+
+
+def _resident(address: int) -> bool:
+    """Whether the page at ``address`` (page-aligned) is in memory already."""
+    calls = _libc()
+    if not calls:
+        return False
+    vec = (ctypes.c_ubyte * 1)()
+    return calls[1](address, 4096, vec) == 0 and bool(vec[0] & 1)
 
 
 def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
-    """Ask Linux to back the 2 MiB-aligned interior of ``t`` with huge pages; return ``t``.
+    """Ask Linux to back the 2 MiB-aligned interior of ``t`` with huge pages, if that
+    memory is fresh; return ``t``.
 
     The output of a large warp is often freshly mapped memory (glibc serves big
     allocations with mmap, or grows its heap again after trimming it), and writing it
     first costs a page fault per 4 KiB: a third of a 64 x 3 x 224 x 224 forward pass,
     and a 25.7 MB output took 10 ms of faults on one thread here. With huge pages that
-    is one fault per 2 MiB (2.3 ms). Memory that is reused stays as it is: the advice
-    only changes how pages not yet there arrive. NumPy gives the same advice for its
-    arrays of 4 MiB and more. A no-op off Linux, below ``HUGE_PAGES_FROM``, or where
-    madvise is refused.
+    is one fault per 2 MiB (2.3 ms). Memory already in use (its first page resident)
+    is left alone: advised, it stalled now and then for 6-23 ms here (a 25.7 MB output
+    filled in 0.8 ms otherwise), as the kernel gathered its pages into huge ones. NumPy
+    gives the same advice for its arrays of 4 MiB and more. A no-op off Linux, below
+    ``HUGE_PAGES_FROM``, or where madvise is refused.
     """
-    global _madvise
     nbytes = t.numel() * t.element_size()
     if nbytes < HUGE_PAGES_FROM or not sys.platform.startswith("linux"):
         return t
-    if _madvise is None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.madvise
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            fn.restype = ctypes.c_int
-            _madvise = fn
-        except (OSError, AttributeError):
-            _madvise = False
-    if _madvise:
+    calls = _libc()
+    if calls:
         start = -(-t.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
         end = (t.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-        if end > start:
-            _madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: failure is harmless
+        if end > start and not _resident(start):
+            calls[0](start, end - start, _MADV_HUGEPAGE)  # advice only: failure is harmless
     return t
 
 
@@ -155,9 +172,10 @@ class _FusedWarp(torch.autograd.Function):
             pairs = n * -(-c // k.tile_lanes(x.element_size()))
             chunks = out_h // k._chunking(out_h, out_w, 1)[0]
             runs = 1 if serial else max(1, min(chunks, -(-4 * threads // pairs)))
+            tasks = min(pairs * runs, 4 * threads)  # each with its scratch memory
             fn = k.warp_forward_tiles_serial if serial else k.warp_forward_tiles
             _timed(f"forward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), border,
-                   align, projective, eps16, runs, 0)
+                   align, projective, eps16, runs, tasks, 0)
         else:
             # Contiguous runs of output rows; the split does not change the result.
             tasks = max(1, min(n * out_h, 8 * threads))
@@ -195,15 +213,15 @@ class _FusedWarp(torch.autograd.Function):
         serial = _serial(go.numel())
         threads = 1 if serial else _set_threads()
         suffix = "[serial]" * serial
+        # Tasks take runs of (image, channel group) pairs, with scratch memory for the
+        # run; the split does not change the result.
+        tasks = max(1, min(n * groups, (4 if tiles else 8) * threads))
         if tiles:
             fn = k.warp_backward_tiles_serial if serial else k.warp_backward_tiles
             _timed(f"backward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(),
-                   gx.numpy(), gm, need_x, need_m, border, align, projective, eps16)
+                   gx.numpy(), gm, need_x, need_m, border, align, projective, eps16, tasks)
         else:
             fn = k.warp_backward_serial if serial else k.warp_backward
-            # Tasks take runs of (image, channel group) pairs, with scratch memory for
-            # the run; the split does not change the result.
-            tasks = max(1, min(n * groups, 8 * threads))
             _timed(f"backward[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(), gx.numpy(),
                    gm, need_x, need_m, nearest, border, align, projective, eps16,
                    nearest and x.dtype == torch.float32, tasks, np.empty(n * groups))
