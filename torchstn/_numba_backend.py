@@ -136,9 +136,11 @@ def _eps16(dtype: torch.dtype) -> float:
 _EYE9 = np.eye(3).reshape(9)
 
 
-def _on_tiles(x: torch.Tensor, nearest: bool) -> bool:
-    """Whether a warp runs on the tiled kernels: bilinear, a full vector of channels."""
-    return not nearest and x.shape[1] >= _load().tile_lanes(x.element_size())
+def _tile_lanes(x: torch.Tensor, nearest: bool) -> int:
+    """Channels per tile where a warp runs on the tiled kernels (bilinear, a full vector
+    of channels), else 0."""
+    lanes = _load().tile_lanes(x.element_size())
+    return lanes if not nearest and x.shape[1] >= lanes else 0
 
 
 class _FusedWarp(torch.autograd.Function):
@@ -164,12 +166,12 @@ class _FusedWarp(torch.autograd.Function):
         serial = _serial(out.numel())
         threads = 1 if serial else _set_threads()
         eps16 = _eps16(theta.dtype)
-        tiles = _on_tiles(x, nearest)
+        lanes = _tile_lanes(x, nearest)
         suffix = "[serial]" * serial
-        if tiles:
+        if lanes:
             # Runs of output rows (whole chunks) per (image, channel group) pair, enough for
             # 4 tasks a thread; the split does not change the result.
-            pairs = n * -(-c // k.tile_lanes(x.element_size()))
+            pairs = n * -(-c // lanes)
             chunks = out_h // k._chunking(out_h, out_w, 1)[0]
             runs = 1 if serial else max(1, min(chunks, -(-4 * threads // pairs)))
             tasks = min(pairs * runs, 4 * threads)  # each with its scratch memory
@@ -204,9 +206,8 @@ class _FusedWarp(torch.autograd.Function):
             return (None,) * 9
         go = grad_out.contiguous().to(x.dtype)
         n, c = x.shape[:2]
-        tiles = _on_tiles(x, nearest)
-        group = k.tile_lanes(x.element_size()) if tiles else k.CHANNEL_GROUP
-        groups = -(-c // group)
+        lanes = _tile_lanes(x, nearest)
+        groups = -(-c // (lanes or k.CHANNEL_GROUP))
         # The kernel writes every value of gx itself, each task its own planes.
         gx = _empty(*x.shape, dtype=x.dtype) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
         gm = np.zeros((n if need_m else 1, groups if need_m else 1, 3, 3))
@@ -215,8 +216,8 @@ class _FusedWarp(torch.autograd.Function):
         suffix = "[serial]" * serial
         # Tasks take runs of (image, channel group) pairs, with scratch memory for the
         # run; the split does not change the result.
-        tasks = max(1, min(n * groups, (4 if tiles else 8) * threads))
-        if tiles:
+        tasks = max(1, min(n * groups, (4 if lanes else 8) * threads))
+        if lanes:
             fn = k.warp_backward_tiles_serial if serial else k.warp_backward_tiles
             _timed(f"backward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(),
                    gx.numpy(), gm, need_x, need_m, border, align, projective, eps16, tasks)

@@ -457,8 +457,9 @@ def warp_forward(x, m, out, nearest, border, align, projective, eps16, tasks, f3
             if n != n_cur:  # this task's first row of image n: its columns, nothing touched
                 n_cur = n
                 last = min(Ho, r_end - n * Ho) - 1
-                box = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[last], H, W, align,
-                                 projective, eps16)
+                if prefetch:  # the columns the prefetch reads
+                    box = _footprint(m[n], xo[0], xo[Wo - 1], yos[i], yos[last], H, W, align,
+                                     projective, eps16)
                 block_end, done_lo, done_hi = i, 0, -1
             if i == block_end and prefetch:  # prefetch the input rows of the next block
                 block_end = min(last + 1, i + rows_per_block)
@@ -596,6 +597,7 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
         one = np.uint64(1)
         Wu = np.uint64(W)
         acc = np.zeros(9)  # the matrix gradient, row-major
+        box = (0, 0, 0, 0)
         for t in range(w * per, min(N * G, (w + 1) * per)):
             n = t // G
             g = t - n * G
@@ -604,8 +606,9 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
             acc[:] = 0.0
             if need_x:
                 gxf[n, c0:c1] = 0.0
-            box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
-                             projective, eps16)
+            if prefetch:  # the columns the prefetch reads
+                box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
+                                 projective, eps16)
             touched = 0.0
             x_lo = gx_lo = 0
             x_hi = gx_hi = -1
