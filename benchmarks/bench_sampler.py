@@ -110,7 +110,7 @@ def bench_shape(shape, device: str, backend: str, repeats: int, inputs: int = 3)
 
 def bench_train_step(device: str, backend: str, repeats: int) -> None:
     """One Adam step of st-cnn-affine (batch 256) with the transformer on each path."""
-    from torchstn.models import build_model
+    from torchstn.experiments.models import build_model
 
     print(f"\n| model | input | PyTorch step ms | {backend} step ms | ratio |")
     print("|---|---|---|---|---|")
@@ -165,7 +165,7 @@ def main() -> None:
                   f"{t_ref / t_fused:.2f}x | {bw} | {cbw} |", flush=True)
     bench_train_step(args.device, backend, args.repeats)
     if args.device == "cpu":
-        from torchstn._numba_backend import compile_seconds
+        from torchstn.ops.numba import compile_seconds
 
         print("\nfirst call of each kernel (compile, or load from Numba's cache): "
               + ", ".join(f"{k} {v:.2f} s" for k, v in compile_seconds.items()))

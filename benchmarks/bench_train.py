@@ -18,8 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from torchstn.data.mnist import DistortedMNIST
-from torchstn.models import build_model, count_parameters, list_models
+from torchstn.experiments.data.mnist import DistortedMNIST
+from torchstn.experiments.engine import count_parameters
+from torchstn.experiments.models import build_model, list_models
 
 
 def _median_time(fn, steps: int) -> float:

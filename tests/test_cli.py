@@ -4,8 +4,8 @@ import sys
 import torch
 
 import torchstn as ts
-from torchstn.cli import main
-from torchstn.demo import demo_params
+from torchstn.experiments.cli import main
+from torchstn.experiments.reports.demo import demo_params
 
 
 def test_no_command_prints_help(capsys):
@@ -15,7 +15,7 @@ def test_no_command_prints_help(capsys):
 
 
 def test_console_module_runs():
-    result = subprocess.run([sys.executable, "-m", "torchstn.cli", "--help"],
+    result = subprocess.run([sys.executable, "-m", "torchstn", "--help"],
                             capture_output=True, text=True, check=True)
     assert "Spatial Transformer Networks" in result.stdout
 
@@ -34,7 +34,7 @@ def test_demo_writes_the_figure_of_real_warps(data_dir, tmp_path, capsys):
     assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
     assert "wrote" in capsys.readouterr().out
     # The pictured outputs are real warps: translation by tx moves the digit's mass.
-    from torchstn.data import load_idx_dataset
+    from torchstn.experiments.data import load_idx_dataset
 
     x = load_idx_dataset("mnist", "test", data_dir)[0][0].float()[None, None] / 255
     y = ts.warp(x, demo_params("translation"), "translation")

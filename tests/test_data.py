@@ -4,7 +4,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from torchstn.data import load_idx_dataset, read_idx, resolve_data_dir
+from torchstn.experiments.data import load_idx_dataset, read_idx, resolve_data_dir
 
 
 def _idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -75,7 +75,7 @@ def test_real_mnist_test_split(data_dir):
 
 def _fake_mirrors(monkeypatch, dataset, *, corrupt_first_mirror=False, all_bad=False):
     """Serve the real test split (from the shared data folder) as if from the mirrors."""
-    import torchstn.data.idx as idx
+    import torchstn.experiments.data.idx as idx
 
     calls = []
 
@@ -101,7 +101,7 @@ def _fake_mirrors(monkeypatch, dataset, *, corrupt_first_mirror=False, all_bad=F
 
 
 def test_download_verifies_and_falls_back_to_the_next_mirror(monkeypatch, tmp_path):
-    from torchstn.data import download
+    from torchstn.experiments.data import download
 
     calls = _fake_mirrors(monkeypatch, "mnist", corrupt_first_mirror=True)
     folder = download("mnist", tmp_path)
@@ -125,7 +125,7 @@ def test_failed_download_leaves_nothing_behind(monkeypatch, tmp_path):
 
 
 def test_download_with_wrong_checksum_is_refused(monkeypatch, tmp_path):
-    import torchstn.data.idx as idx
+    import torchstn.experiments.data.idx as idx
 
     _fake_mirrors(monkeypatch, "mnist")
     monkeypatch.setitem(idx.SHA256["mnist"], "t10k-labels-idx1-ubyte", "0" * 64)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import torchstn as ts
-from torchstn.data import load_idx_dataset
-from torchstn.data.distortions import DISTORTIONS, distort, output_size
-from torchstn.data.mnist import DistortedMNIST
+from torchstn.experiments.data import load_idx_dataset
+from torchstn.experiments.data.distortions import DISTORTIONS, distort, output_size
+from torchstn.experiments.data.mnist import DistortedMNIST
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +24,13 @@ def _gen(seed=0):
 
 
 def test_registry_and_sizes():
-    assert DISTORTIONS == ("none", "r", "rts", "p", "e", "tc")
+    assert DISTORTIONS.names() == ["none", "r", "rts", "p", "e", "tc"]
     assert [output_size(d) for d in DISTORTIONS] == [28, 28, 42, 28, 28, 60]
     with pytest.raises(ValueError, match=r"distortion must be one of \['none', .*\], got 'x'"):
         output_size("x")
 
 
-@pytest.mark.parametrize("name", DISTORTIONS)
+@pytest.mark.parametrize("name", DISTORTIONS.names())
 def test_shapes_range_and_determinism(digits, name):
     a, _ = distort(digits[:64], name, _gen(1))
     b, _ = distort(digits[:64], name, _gen(1))
@@ -40,6 +40,28 @@ def test_shapes_range_and_determinism(digits, name):
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert name == "none" or not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", DISTORTIONS.names())
+def test_a_shard_is_made_alone_and_equals_those_rows_of_the_whole_batch(digits, name):
+    """rows= distorts only a shard, from the same stream: what a rank of DDP makes."""
+    whole, info = distort(digits[:40], name, _gen(5), pool=digits)
+    gen = _gen(5)
+    parts = [distort(digits[:40], name, gen if i == 0 else _gen(5), pool=digits,
+                     rows=slice(a, b))
+             for i, (a, b) in enumerate([(0, 13), (13, 40)])]
+    assert torch.equal(torch.cat([parts[0][0], parts[1][0]]), whole)
+    for key, value in info.items():
+        assert torch.equal(parts[1][1][key], value)  # every image's draws, whatever the rows
+    # The generator moved on exactly as far as for the whole batch.
+    assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=_draws(name)))
+
+
+def _draws(name):
+    gen = _gen(5)
+    distort(torch.zeros(40, 28, 28, dtype=torch.uint8), name, gen,
+            pool=torch.zeros(512, 28, 28, dtype=torch.uint8))
+    return gen
 
 
 def test_none_is_the_digit(digits):
@@ -166,3 +188,12 @@ def test_fashion_mnist_works_the_same_way(data_dir):
 # sha256 of the first 64 RTS test images (test_seed 2015), pinned to catch any change in
 # the data a published number was measured on.
 PINNED_RTS_TEST_DIGEST = "f8ce8e0cafd9f59eb698a06c46e664fb75f5d7828685f5a44cf855a1a541742c"
+
+
+def test_ranks_together_make_exactly_the_batches_of_one_process(data_dir):
+    data = DistortedMNIST("mnist", "tc", data_dir=data_dir, train_size=300, seed=4)
+    whole = list(data.train_batches(1, 128))
+    shards = [list(data.train_batches(1, 128, rank=r, world=2)) for r in range(2)]
+    assert [len(y) for _, y in shards[0]] == [64, 64, 22]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from torchstn.models import build_model, count_parameters, list_models
+from torchstn.experiments.engine import count_parameters
+from torchstn.experiments.models import build_model, list_models
 
 SIZES = [(28, False), (42, True), (60, True)]
 

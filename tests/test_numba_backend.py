@@ -10,7 +10,10 @@ import torch
 from helpers import assert_fused_refusals
 
 import torchstn as ts
-from torchstn import _numba_backend, _numba_kernels, warping
+from torchstn import warping
+from torchstn.ops.numba import backend as numba_backend
+from torchstn.ops.numba import coords, lanes, memory
+from torchstn.ops.numba import kernels as numba_kernels
 
 MATRIX_FAMILIES = ["translation", "attention", "rotation", "similarity", "affine", "projective"]
 MODES = ["bilinear", "nearest"]
@@ -57,7 +60,7 @@ def _nearest_ties(x, p, family, out_size, align_corners):
 def kernels(request, monkeypatch):
     """Run small warps through the serial kernels (the default) or the parallel ones."""
     if request.param == "parallel":
-        monkeypatch.setattr(_numba_backend, "SERIAL_BELOW", 0)
+        monkeypatch.setattr(numba_backend, "SERIAL_BELOW", 0)
     return request.param
 
 
@@ -165,22 +168,22 @@ def test_chunks_are_whole_and_fit_the_prefetch_blocks():
     arrays) and whole chunks fill each prefetch block."""
     for ho, wo, c in [(28, 28, 1), (30, 20, 40), (97, 5, 1), (56, 56, 64), (3, 97, 3),
                       (1, 1, 1), (224, 224, 3), (80, 30, 16)]:
-        rows, block = _numba_kernels._chunking(ho, wo, c)
+        rows, block = coords._chunking(ho, wo, c)
         assert ho % rows == 0 and block % rows == 0, (ho, wo, c)
-        assert rows == 1 or rows * wo <= _numba_kernels._CHUNK
+        assert rows == 1 or rows * wo <= coords._CHUNK
         # the largest such divisor
-        assert not any(ho % d == 0 and d * wo <= _numba_kernels._CHUNK
-                       and d * wo * c <= _numba_kernels._BLOCK_VALUES
+        assert not any(ho % d == 0 and d * wo <= coords._CHUNK
+                       and d * wo * c <= coords._BLOCK_VALUES
                        for d in range(rows + 1, ho + 1)), (ho, wo, c)
-    assert _numba_kernels._chunking(28, 28, 1)[0] == 7
-    assert _numba_kernels._chunking(97, 5, 1)[0] == 1  # a prime height: rows one by one
+    assert coords._chunking(28, 28, 1)[0] == 7
+    assert coords._chunking(97, 5, 1)[0] == 1  # a prime height: rows one by one
 
 
 def test_many_chunks_and_blocks_per_image_match_reference(monkeypatch):
     """40 channels of 30 x 20: chunks of 10 rows and two prefetch blocks per image in the
     forward pass, channel groups of 16 and 8 in the backward pass (parallel kernels)."""
-    monkeypatch.setattr(_numba_backend, "SERIAL_BELOW", 0)
-    assert _numba_kernels._chunking(30, 20, 40) == (10, 20)
+    monkeypatch.setattr(numba_backend, "SERIAL_BELOW", 0)
+    assert coords._chunking(30, 20, 40) == (10, 20)
     gen = torch.Generator().manual_seed(3)
     x = torch.rand(3, 40, 30, 20, generator=gen, dtype=torch.float64)
     for family in ("affine", "projective"):
@@ -224,7 +227,7 @@ def _run(x, p, family="affine", threads=None, **kw):
 @pytest.mark.parametrize("channels", [40, 3])
 def test_deterministic_across_runs_and_thread_counts(family, channels):
     gen = torch.Generator().manual_seed(3)
-    assert 5 * 3 * 47 * 49 > _numba_backend.SERIAL_BELOW  # the parallel kernels
+    assert 5 * 3 * 47 * 49 > numba_backend.SERIAL_BELOW  # the parallel kernels
     # 40 channels: three channel groups, summed in a fixed order, pixel by pixel; 3
     # channels: plane by plane.
     size = (17, 19) if channels == 40 else (47, 49)
@@ -247,7 +250,7 @@ def test_input_gradient_skipped_when_not_needed(monkeypatch):
         return spy
 
     for name in ("warp_backward", "warp_backward_serial"):
-        monkeypatch.setattr(_numba_kernels, name, spy_on(getattr(_numba_kernels, name)))
+        monkeypatch.setattr(numba_kernels, name, spy_on(getattr(numba_kernels, name)))
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(2, 3, 8, 8, generator=gen)
     p = _params("affine", 2, torch.float32, gen).requires_grad_(True)
@@ -299,7 +302,7 @@ def test_forced_numba_errors_say_why():
 
 
 def test_without_numba_auto_falls_back_and_forcing_fails(monkeypatch):
-    backend = warping._BACKENDS["numba"]
+    backend = warping.BACKENDS.get("numba")
     monkeypatch.setattr(backend, "_available", False)
     x = torch.rand(1, 1, 4, 4)
     p = torch.tensor([[0.1, 0.2]])
@@ -334,7 +337,7 @@ def test_second_derivative_is_refused_clearly():
 
 def test_compile_times_are_recorded():
     ts.warp(torch.rand(1, 1, 3, 3), torch.zeros(1, 2), "translation", backend="numba")
-    assert any(k.startswith("forward[") for k in _numba_backend.compile_seconds)
+    assert any(k.startswith("forward[") for k in numba_backend.compile_seconds)
 
 
 def test_parallel_kernels_run_in_parallel_after_a_cache_reload():
@@ -377,7 +380,7 @@ def test_forked_worker_can_warp_after_the_parent_did():
     x = torch.rand(64, 1, 32, 32)
     p = torch.zeros(64, 2) + 0.1
     expected = ts.warp(x, p, "translation", backend="numba")  # parallel, in the parent
-    assert x.numel() > _numba_backend.SERIAL_BELOW
+    assert x.numel() > numba_backend.SERIAL_BELOW
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_warp_in_worker, (x, p)).get(timeout=120)
     assert torch.equal(got, expected)
@@ -399,9 +402,9 @@ def test_nearest_resize_ties_break_as_the_reference(sizes, padding):
 
 def _footprint_case(m, out_h, out_w, h, w, align, rows):
     """Every input pixel that bilinear taps of output rows ``rows`` read, against the box."""
-    xo = _numba_kernels._base_coords(out_w, align, False)
-    yo = _numba_kernels._base_coords(out_h, align, False)
-    box = _numba_kernels._footprint(m, xo[0], xo[-1], yo[rows[0]], yo[rows[-1]], h, w, align,
+    xo = coords._base_coords(out_w, align, False)
+    yo = coords._base_coords(out_h, align, False)
+    box = coords._footprint(m, xo[0], xo[-1], yo[rows[0]], yo[rows[-1]], h, w, align,
                                     bool(m[2, 0] or m[2, 1] or m[2, 2] != 1), 16 * 2.2e-16)
     gy, gx = np.meshgrid(yo[rows], xo, indexing="ij")
     pts = m @ np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
@@ -449,7 +452,7 @@ def test_prefetch_footprint_covers_every_tap(align):
     assert checked > 100
     # Behind the horizon: the whole image.
     m = np.diag([1.0, 1.0, -1.0])
-    assert _numba_kernels._footprint(m, -1.0, 1.0, -1.0, 1.0, 5, 7, align, True,
+    assert coords._footprint(m, -1.0, 1.0, -1.0, 1.0, 5, 7, align, True,
                                      1e-15) == (0, 6, 0, 4)
 
 
@@ -471,20 +474,20 @@ def _vm_flags(address):
 
 
 def test_large_fresh_outputs_are_advised_huge_pages():
-    assert _numba_backend.HUGE_PAGES_FROM == 4 << 20  # NumPy's threshold
+    assert memory.HUGE_PAGES_FROM == 4 << 20  # NumPy's threshold
     # 40 MiB: above glibc's largest mmap threshold (32 MiB), so freshly mapped.
-    t = _numba_backend._empty(10 << 20, dtype=torch.float32)
+    t = memory._empty(10 << 20, dtype=torch.float32)
     start = -(-t.data_ptr() // (2 << 20)) * (2 << 20)
     assert "hg" in _vm_flags(start)  # MADV_HUGEPAGE took effect on the tensor's memory
     # Memory already in use is left as it is.
     used = torch.empty(10 << 20, dtype=torch.float32)
     used_start = -(-used.data_ptr() // (2 << 20)) * (2 << 20)
-    assert not _numba_backend._resident(used_start)
+    assert not memory._resident(used_start)
     used.fill_(1.0)
-    assert _numba_backend._resident(used_start)
-    _numba_backend._advise_huge_pages(used)
+    assert memory._resident(used_start)
+    memory._advise_huge_pages(used)
     assert "hg" not in _vm_flags(used_start)
-    small = _numba_backend._empty(1000, dtype=torch.float32)
+    small = memory._empty(1000, dtype=torch.float32)
     assert small.shape == (1000,)
 
 
@@ -518,7 +521,7 @@ def test_torch_func_on_the_reference_path():
 # Tiled kernels: bilinear warps of a full vector of channels or more (16 float32, 8 float64).
 
 def _lanes(dtype):
-    return _numba_kernels.tile_lanes(torch.empty(0, dtype=dtype).element_size())
+    return lanes.tile_lanes(torch.empty(0, dtype=dtype).element_size())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -527,7 +530,7 @@ def test_transpose_block_transposes_strided_blocks(dtype):
 
     @njit
     def run(src, s_off, s_stride, dst, d_off, d_stride):
-        _numba_kernels._transpose_block(src, s_off, s_stride, dst, d_off, d_stride)
+        lanes._transpose_block(src, s_off, s_stride, dst, d_off, d_stride)
 
     v = 64 // np.dtype(dtype).itemsize
     rng = np.random.default_rng(0)
@@ -547,7 +550,7 @@ def test_transpose_block_transposes_strided_blocks(dtype):
 def test_lane_intrinsics_against_numpy(dtype):
     from numba import njit
 
-    k = _numba_kernels
+    k = lanes
 
     @njit
     def run(xt, q, dy, gt, o, w, tx, ty, ot, gxt):
@@ -587,12 +590,12 @@ def _spy_tiles(monkeypatch):
     calls = []
     for name in ("warp_forward_tiles", "warp_forward_tiles_serial", "warp_backward_tiles",
                  "warp_backward_tiles_serial"):
-        real = getattr(_numba_kernels, name)
+        real = getattr(numba_kernels, name)
 
         def spy(*args, real=real, name=name):
             calls.append(name)
             return real(*args)
-        monkeypatch.setattr(_numba_kernels, name, spy)
+        monkeypatch.setattr(numba_kernels, name, spy)
     return calls
 
 
@@ -640,7 +643,7 @@ def test_tiles_forward_any_split_into_runs_gives_the_same_output():
     outs = []
     for runs, tasks in [(1, 1), (1, 4), (2, 3), (3, 1), (5, 30)]:
         out = np.empty((2, 20, 15, 16), np.float32)
-        _numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs,
+        numba_kernels.warp_forward_tiles(x, m, out, False, False, False, 1e-6, runs,
                                           tasks, 0)
         outs.append(out)
     for out in outs[1:]:
@@ -660,7 +663,7 @@ def test_tiles_forward_reads_samples_outside_the_tile_rows_directly(padding):
         outs = []
         for shrink in (0, 2, 4):
             out = np.empty((2, 11, 12, 10), dtype)
-            _numba_kernels.warp_forward_tiles_serial(x, m, out, padding == "border", False,
+            numba_kernels.warp_forward_tiles_serial(x, m, out, padding == "border", False,
                                                      False, 1e-6, 2, 3, shrink)
             outs.append(out)
         ref = ts.warp(torch.from_numpy(x), torch.from_numpy(m[:, :2].reshape(2, 6)), "affine",
@@ -705,12 +708,12 @@ def test_backward_any_split_into_tasks_gives_the_same_gradients():
         go = torch.randn(5, channels, 8, 10, generator=gen).numpy()
         m = np.tile(np.eye(3), (5, 1, 1))
         m[:, :2] += 0.3 * torch.randn(5, 2, 3, generator=gen, dtype=torch.float64).numpy()
-        groups = -(-channels // _numba_kernels.CHANNEL_GROUP)
+        groups = -(-channels // numba_kernels.CHANNEL_GROUP)
         results = []
         for tasks in (1, 2, 4, 5 * groups):
             gx = np.full_like(x, np.nan)
             gm = np.zeros((5, groups, 3, 3))
-            _numba_kernels.warp_backward(x, m, go, gx, gm, True, True, nearest, False, False,
+            numba_kernels.warp_backward(x, m, go, gx, gm, True, True, nearest, False, False,
                                          False, 1e-6, False, tasks, np.empty(5 * groups))
             results.append((gx, gm))
         assert np.isfinite(results[0][0]).all()
@@ -732,9 +735,36 @@ def test_tiles_backward_any_split_into_tasks_gives_the_same_gradients(dtype):
     for tasks in (1, 2, 3, 10):
         gx = np.full_like(x, np.nan)
         gm = np.zeros((5, 2, 3, 3))
-        _numba_kernels.warp_backward_tiles(x, m, go, gx, gm, True, True, False, False, False,
+        numba_kernels.warp_backward_tiles(x, m, go, gx, gm, True, True, False, False, False,
                                            1e-6, tasks)
         results.append((gx, gm))
     assert np.isfinite(results[0][0]).all() and np.isfinite(results[0][1]).all()
     for gx, gm in results[1:]:
         assert np.array_equal(gx, results[0][0]) and np.array_equal(gm, results[0][1])
+
+
+def test_cached_kernels_are_dropped_when_any_kernel_source_changes(tmp_path, monkeypatch):
+    """Numba re-checks only a kernel's own file; the digest of all sources catches edits
+    of the helpers a kernel inlines from other files."""
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    for name in numba_backend._KERNEL_SOURCES:
+        (tmp_path / name).write_text(f"# {name}\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+
+    def fill():
+        for name in ("forward.warp_forward-1.py311.nbi", "forward.warp_forward-1.py311.1.nbc"):
+            (cache / name).write_bytes(b"compiled")
+        (cache / "forward.cpython-311.pyc").write_bytes(b"python")
+
+    fill()
+    numba_backend._drop_stale_cache(str(tmp_path))  # no digest yet: dropped, digest written
+    assert sorted(p.name for p in cache.iterdir()) == ["forward.cpython-311.pyc",
+                                                       "torchstn-kernel-sources.sha256"]
+    fill()
+    numba_backend._drop_stale_cache(str(tmp_path))  # nothing changed: kept
+    assert len(list(cache.glob("*.nb*"))) == 2
+    (tmp_path / "coords.py").write_text("# an edited helper\n")
+    numba_backend._drop_stale_cache(str(tmp_path))
+    assert list(cache.glob("*.nb*")) == []
+    assert (cache / "forward.cpython-311.pyc").exists()  # Python's own cache is left alone

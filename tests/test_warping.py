@@ -5,6 +5,7 @@ import torch
 
 import torchstn as ts
 from torchstn import warping as warp_module
+from torchstn._registry import Registry
 
 FAMILIES_2D = [n for n in ts.list_transforms() if ts.get_transform(n).ndim == 2]
 
@@ -79,8 +80,11 @@ class _Refuses(ts.Backend):
 
 def test_backend_selection(monkeypatch):
     assert ts.list_backends()[-1] == "torch"
-    backends = {"refuses": _Refuses(), **warp_module._BACKENDS}
-    monkeypatch.setattr(warp_module, "_BACKENDS", backends)
+    backends = Registry("backend")
+    backends.add("refuses", _Refuses())
+    for name, backend in warp_module.BACKENDS.items():
+        backends.add(name, backend)
+    monkeypatch.setattr(warp_module, "BACKENDS", backends)
     x, p = torch.rand(1, 1, 4, 4), torch.zeros(1, 2)
     # auto skips a backend that refuses the call and falls back to the reference path.
     torch.testing.assert_close(ts.warp(x, p, "translation", mode="nearest"), x)

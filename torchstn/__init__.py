@@ -5,11 +5,11 @@ Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids s
 ``align_corners`` means what it means in :func:`torch.nn.functional.grid_sample`.
 """
 
-from ._numba_backend import NumbaBackend
-from ._triton_backend import TritonBackend
 from .grids import FAR, affine_grid, identity_grid, projective_grid
 from .homography import homography_from_points
-from .modules import LocalizationNet, SpatialTransformer
+from .modules import LocalizationNet, SpatialTransformer, find_transformers
+from .ops.numba import NumbaBackend
+from .ops.triton import TritonBackend
 from .sampling import MODES, PADDING_MODES, sample
 from .tps import lattice, tps_grid
 from .transforms import (
@@ -38,6 +38,7 @@ __all__ = [
     "SpatialTransformer",
     "Transform",
     "affine_grid",
+    "find_transformers",
     "get_transform",
     "homography_from_points",
     "identity_grid",

@@ -10,7 +10,7 @@ from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
 from .warping import list_backends, warp
 
-__all__ = ["LocalizationNet", "SpatialTransformer"]
+__all__ = ["LocalizationNet", "SpatialTransformer", "find_transformers"]
 
 
 class LocalizationNet(nn.Module):
@@ -190,3 +190,23 @@ class SpatialTransformer(nn.Module):
                    padding_mode=self.padding_mode, align_corners=self.align_corners,
                    backend=self.backend)
         return (out, params) if return_params else out
+
+
+def find_transformers(model: nn.Module) -> list[SpatialTransformer]:
+    """Every :class:`SpatialTransformer` inside ``model``, in ``model.modules()`` order.
+
+    Found by type, not by attribute name, so it works for any model: one transformer in
+    front of a classifier, several in parallel, one before each of several layers, or a
+    model wrapped by ``DistributedDataParallel`` or ``torch.compile``. A transformer
+    nested inside another transformer's localisation net is listed after its parent.
+
+    Example:
+        >>> model = nn.Sequential(SpatialTransformer(None, "affine", in_channels=1),
+        ...                       nn.Conv2d(1, 4, 3),
+        ...                       SpatialTransformer(None, "translation", in_channels=4))
+        >>> [t.transform.name for t in find_transformers(model)]
+        ['affine', 'translation']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]

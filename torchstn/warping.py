@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from ._checks import check_batch, check_choice, check_spatial_size
+from ._registry import Registry
 from .sampling import check_input, check_sampling_options, sample
 from .transforms import Transform, resolve_transform
 
-__all__ = ["Backend", "FusedMatrixBackend", "WarpCall", "list_backends", "register_backend",
-           "warp"]
+__all__ = ["BACKENDS", "Backend", "FusedMatrixBackend", "WarpCall", "list_backends",
+           "register_backend", "warp"]
 
 
 @dataclass(frozen=True)
@@ -129,34 +130,31 @@ class FusedMatrixBackend(Backend):
 
 
 # Tried in this order by backend="auto"; the reference path is always last.
-_BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}
+BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS.add("torch", TorchBackend())
 
 
 def register_backend(backend: Backend, *, first: bool = True) -> None:
-    """Add a backend; ``first`` puts it ahead of the others for ``backend="auto"``."""
-    if backend.name in _BACKENDS:
-        raise ValueError(f"backend {backend.name!r} is already registered")
-    items = list(_BACKENDS.items())
-    entry = (backend.name, backend)
-    items = [entry, *items] if first else [*items[:-1], entry, items[-1]]
-    _BACKENDS.clear()
-    _BACKENDS.update(items)
+    """Add a backend; ``first`` puts it ahead of the others for ``backend="auto"``, else
+    just ahead of the reference path."""
+    names = BACKENDS.names()
+    BACKENDS.add(backend.name, backend, before=names[0] if first else names[-1])
 
 
 def list_backends() -> list[str]:
     """Registered backends, in the order ``backend="auto"`` tries them."""
-    return list(_BACKENDS)
+    return BACKENDS.names()
 
 
 def select_backend(name: str, call: WarpCall) -> Backend:
-    check_choice("backend", name, ["auto", *_BACKENDS])
+    check_choice("backend", name, ["auto", *BACKENDS])
     if name != "auto":
-        backend = _BACKENDS[name]
+        backend = BACKENDS.get(name)
         reason = backend.unsupported(call)
         if reason is not None:
             raise ValueError(f"backend {name!r} cannot run this warp: {reason}")
         return backend
-    for backend in _BACKENDS.values():
+    for _, backend in BACKENDS.items():
         if backend.automatic(call) and backend.unsupported(call) is None:
             return backend
     raise AssertionError("the torch backend supports every call")  # pragma: no cover

@@ -1,0 +1,255 @@
+import json
+
+import pytest
+import torch
+
+import torchstn as ts
+from torchstn.experiments import load_run, make_config, train
+from torchstn.experiments.cli import main
+from torchstn.experiments.engine import (
+    build_optimizer,
+    evaluate,
+    load_checkpoint,
+    loop,
+    parameter_groups,
+    read_checkpoint_meta,
+)
+from torchstn.experiments.models import build_model
+from torchstn.experiments.reports.reproduce import run_table1, table1_markdown
+from torchstn.experiments.tasks import Task
+
+TINY = dict(distortion="rts", model="st-cnn-affine", epochs=2, train_size=384, test_size=96,
+            batch_size=128)
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if "seconds" not in k and k != "images_per_s"}
+            for h in history]
+
+
+def test_cli_train_eval_show(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--distortion", "rts", "--model", "st-cnn-affine",
+            "--epochs", "1", "--train-size", "256", "--test-size", "64", "--seed", "3",
+            "--out", str(out), "--data-dir", str(data_dir), "--no-progress"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_error"] <= 100 and metrics["epochs_done"] == 1
+    assert metrics["task"] == "distorted-digits" and metrics["model"] == "st-cnn-affine"
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["seed"] == 3 and config["task"]["train_size"] == 256
+    assert config["task"]["st_downsample"] is True  # resolved, not left to the default
+    assert read_checkpoint_meta(out / "checkpoint.safetensors")["config"] == config
+    for name in ("transformer.png", "curves.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "metrics.csv").read_text().startswith("epoch,lr,train_loss")
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"test error {metrics['test_error']:.2f}%" in printed
+    (out / "transformer.png").unlink()
+    assert main(["show", str(out), "--data-dir", str(data_dir)]) == 0
+    assert (out / "transformer.png").is_file()
+    # A second train into the same folder without --resume is refused.
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_eval_recomputes_from_the_checkpoint(data_dir, tmp_path):
+    metrics = train(make_config(**TINY), tmp_path, data_dir=data_dir, progress=False,
+                    figures=False)
+    cfg, task, model, meta = load_run(tmp_path, data_dir=data_dir)
+    assert cfg.task.model == "st-cnn-affine" and meta["epoch"] == 2
+    assert evaluate(task, model)["test_error"] == metrics["test_error"]
+
+
+def test_resume_ends_exactly_like_an_uninterrupted_run(data_dir, tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    full = train(make_config(**TINY), tmp_path / "full", data_dir=data_dir, progress=False,
+                 figures=False)
+
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(**TINY), tmp_path / "cut", data_dir=data_dir, progress=False,
+              figures=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert read_checkpoint_meta(tmp_path / "cut" / "checkpoint.safetensors")["epoch"] == 1
+    resumed = train(make_config(**TINY), tmp_path / "cut", data_dir=data_dir, resume=True,
+                    progress=False, figures=False)
+    torch.set_num_threads(threads)
+    assert _strip(resumed["history"]) == _strip(full["history"])
+    a = load_run(tmp_path / "full", data_dir=data_dir)[2]
+    b = load_run(tmp_path / "cut", data_dir=data_dir)[2]
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    # The optimizer state is in the checkpoint too.
+    cfg = make_config(**TINY).resolved()
+    opt = build_optimizer(b, cfg.optim)
+    load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors", b, opt)
+    assert all("exp_avg" in s for s in opt.state.values())
+
+
+def test_stop_after_then_resume_equals_one_run(data_dir, tmp_path):
+    cfg = make_config(**{**TINY, "model": "st-fcn-affine", "epochs": 3})
+    full = train(cfg, tmp_path / "full", data_dir=data_dir, progress=False, figures=False)
+    part = train(cfg, tmp_path / "cut", data_dir=data_dir, progress=False, figures=False,
+                 stop_after=1)
+    assert part["epochs_done"] == 1
+    rest = train(cfg, tmp_path / "cut", data_dir=data_dir, progress=False, figures=False,
+                 resume=True)
+    assert _strip(rest["history"]) == _strip(full["history"])
+    with pytest.raises(ValueError, match="stop_after must be an int >= 1 or None, got 0"):
+        train(cfg, tmp_path / "x", data_dir=data_dir, stop_after=0)
+
+
+def test_resume_refuses_a_different_configuration(data_dir, tmp_path):
+    train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir, progress=False,
+          figures=False)
+    with pytest.raises(ValueError, match=r"--resume with a different configuration \(optim.lr: "
+                                         r"0.001 saved, 0.5 given\)"):
+        train(make_config(**{**TINY, "epochs": 1, "lr": 0.5}), tmp_path, data_dir=data_dir,
+              resume=True, progress=False, figures=False)
+
+
+def test_resume_refuses_a_run_of_another_task(data_dir, tmp_path):
+    train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir, progress=False,
+          figures=False)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    meta = read_checkpoint_meta(ckpt)
+    meta["config"]["task"]["name"] = "mnist-addition"  # as a later task's run would say
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(ckpt)), str(ckpt), metadata={"torchstn": json.dumps(meta)})
+    with pytest.raises(ValueError, match="holds a run of task 'mnist-addition', but the given "
+                                         "configuration is of task 'distorted-digits'"):
+        train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir, resume=True,
+              progress=False, figures=False)
+
+
+def test_optimizer_groups_hold_every_transformer_apart():
+    """Found by type: two transformers in series, one nested in a Sequential."""
+    stn1 = ts.SpatialTransformer(None, "affine", in_channels=1)
+    stn2 = ts.SpatialTransformer(None, "translation", in_channels=4)
+    model = torch.nn.Sequential(stn1, torch.nn.Conv2d(1, 4, 3), torch.nn.Sequential(stn2))
+    model(torch.rand(1, 1, 12, 12))  # the default localisation heads are lazy
+    assert ts.find_transformers(model) == [stn1, stn2]
+    rest, loc = parameter_groups(model, 0.1)
+    assert {id(p) for p in loc["params"]} == {id(p) for p in [*stn1.parameters(),
+                                                               *stn2.parameters()]}
+    assert [id(p) for p in rest["params"]] == [id(p) for p in model[1].parameters()]
+    assert loc["lr_mult"] == 0.1 and rest["lr_mult"] == 1.0
+    assert len(parameter_groups(build_model("cnn", 28), 0.1)) == 1  # no transformer
+
+
+def test_the_engine_runs_a_task_it_knows_nothing_about(tmp_path):
+    """A regression task with its own batches, loss and metrics, through the same loop."""
+    from dataclasses import dataclass
+
+    from torchstn.experiments import TASKS
+    from torchstn.experiments.config import config_from_dict
+
+    @dataclass
+    class LineConfig:
+        name: str = "line"
+        points: int = 64
+
+    class Line(Task):
+        """Fit y = 3x - 1."""
+
+        name, Config = "line", LineConfig
+
+        def build_model(self):
+            return torch.nn.Linear(1, 1)
+
+        def num_train_examples(self):
+            return self.cfg.points
+
+        def train_batches(self, epoch, batch_size, *, rank=0, world=1):
+            x = torch.linspace(-1, 1, self.cfg.points)[:, None]
+            for s in range(0, len(x), batch_size):
+                yield x[s : s + batch_size], 3 * x[s : s + batch_size] - 1
+
+        def train_step(self, model, batch):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            return loss, {"loss": loss.detach().double() * len(x), "count": len(x)}
+
+        def train_metrics(self, sums):
+            return {"train_loss": sums["loss"] / sums["count"]}
+
+        def evaluate(self, model, *, rank=0, world=1):
+            x = torch.linspace(-1, 1, 11)[:, None]
+            with torch.no_grad():
+                err = (model(x) - (3 * x - 1)).abs().max().item()
+            return {"err": err, "count": 1}
+
+        def eval_metrics(self, sums):
+            return {"test_max_error": sums["err"] / sums["count"]}
+
+    TASKS.add("line", Line)
+    try:
+        cfg = config_from_dict({"task": {"name": "line", "points": 64},
+                                "train": {"epochs": 30, "batch_size": 16},
+                                "optim": {"optimizer": "sgd", "lr": 0.3, "momentum": 0.0},
+                                "schedule": {"lr_milestones": []}})
+        metrics = train(cfg, tmp_path, progress=False)
+    finally:
+        TASKS._entries.pop("line")
+    assert metrics["task"] == "line" and metrics["test_max_error"] < 1e-3
+    assert (tmp_path / "curves.png").is_file() is False  # the task draws no figures
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == {"name": "line",
+                                                                          "points": 64}
+
+
+def test_reproduce_table1_skips_finished_runs(data_dir, tmp_path, monkeypatch):
+    base = make_config(epochs=1, train_size=128, test_size=32, batch_size=64).resolved()
+    table = run_table1(tmp_path, distortions=["r"], models=["fcn", "st-fcn-affine"],
+                       base=base, data_dir=data_dir, progress=False)
+    assert "| FCN | " in table and "| 2.1 |" in table  # the paper's FCN R error beside ours
+    ours = json.loads((tmp_path / "r" / "fcn" / "seed0" / "metrics.json").read_text())
+    assert f"| FCN | {ours['test_error']:.2f} | 2.1 |" in table
+    calls = []
+    monkeypatch.setattr("torchstn.experiments.reports.reproduce.train",
+                        lambda *a, **k: calls.append(a))
+    again = run_table1(tmp_path, distortions=["r"], models=["fcn", "st-fcn-affine"],
+                       base=base, data_dir=data_dir, progress=False)
+    assert calls == [] and again == table
+    assert (tmp_path / "table1.md").read_text() == table
+    partial = table1_markdown(tmp_path, ["r", "rts"], ["fcn"], 1, base)
+    assert "| FCN | " in partial and "| - | 5.2 |" in partial
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    """Atomic writes go through mkstemp (owner-only); results get a plain file's mode."""
+    import os
+
+    from torchstn.experiments.engine import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_makes_the_data_there_and_matches_the_cpu(data_dir, tmp_path):
+    """Same config on both devices: the same data stream (drawn on the CPU, warped where
+    the digits live), so the same errors up to the devices' rounding."""
+    cfg = dict(TINY, epochs=1)
+    cpu = train(make_config(**cfg), tmp_path / "cpu", data_dir=data_dir, progress=False,
+                figures=False)
+    gpu = train(make_config(**cfg, device="cuda"), tmp_path / "gpu", data_dir=data_dir,
+                progress=False)
+    assert abs(cpu["test_error"] - gpu["test_error"]) <= 3.0
+    _, task, model, _ = load_run(tmp_path / "gpu", data_dir=data_dir, device="cuda")
+    assert next(model.parameters()).is_cuda
+    assert evaluate(task, model)["test_error"] == gpu["test_error"]

@@ -1,0 +1,287 @@
+"""The ``torchstn`` command line: train, eval, show, reproduce, config, tasks, models,
+transforms, demo.
+
+The flags of ``train`` and ``reproduce`` are generated from the run configuration's
+dataclasses (:mod:`torchstn.experiments.config`) for the task ``--task`` names (default:
+``distorted-digits``): ``--config FILE.toml`` reads a config file, and flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["build_parser", "main"]
+
+_DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
+              "~/.cache/torchstn)")
+# Set per cell by `reproduce`, so not flags there.
+_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task"}
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help=_DATA_HELP)
+    p.add_argument("--download", action="store_true",
+                   help="download missing dataset files from the public mirrors (verified)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, task: str, *, exclude=frozenset()) -> None:
+    from .config import add_config_flags
+
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="read the run configuration from a TOML file; flags override it")
+    add_config_flags(p, task, exclude=set(exclude))
+
+
+def _config(args: argparse.Namespace, task: str):
+    """The run configuration: defaults < --config file < flags."""
+    from .config import config_fields, config_from_dict, flat_overrides, load_config_file
+
+    data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    given = {k: getattr(args, k) for k in config_fields(task) if hasattr(args, k)}
+    given.pop("task", None)
+    where = f"--config {args.config}" if getattr(args, "config", None) else "config"
+    return config_from_dict(flat_overrides(data, given, task), where)
+
+
+def _prepare_data(args: argparse.Namespace, cfg) -> None:
+    if args.download:
+        from .tasks import TASKS
+
+        TASKS.get(cfg.task.name).download(cfg.task, args.data_dir)
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    _threads(args)
+    cfg = _config(args, args.task_name).resolved()
+    _prepare_data(args, cfg)
+    metrics = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
+                    progress=not args.no_progress, stop_after=args.stop_after)
+    if "task" in metrics:  # rank 0 (the only rank that writes) reports
+        shown = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.4g}" for k in metrics
+                          if k.startswith("test_"))
+        print(f"{cfg.task.name}: test {shown} after {metrics['epochs_done']} epochs "
+              f"({metrics['parameters']:,} parameters, {metrics['train_seconds']:.0f} s); "
+              f"wrote {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .engine import evaluate, load_run
+
+    cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir, device=args.device)
+    _prepare_data(args, cfg)
+    metrics = evaluate(task, model)
+    stored = meta["history"][-1]
+    shown = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items())
+    before = ", ".join(f"{k.removeprefix('test_')} {stored[k]:.4f}" for k in metrics
+                       if k in stored)
+    print(f"{task.describe()} (epoch {meta['epoch']}): test {shown} (recorded at training "
+          f"time: {before})")
+    if "test_error" in metrics:
+        print(f"test error {metrics['test_error']:.2f}%")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .engine import load_run
+
+    cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir)
+    paths = task.figures(args.run, model, meta["history"])
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reports.reproduce import run_table1
+
+    _threads(args)
+    base = _config(args, "distorted-digits").resolved()
+    _prepare_data(args, base)
+    table = run_table1(args.out, distortions=args.distortions, models=args.models,
+                       seeds=args.seeds, base=base, data_dir=args.data_dir,
+                       progress=not args.no_progress)
+    print(table)
+    print(f"wrote {args.out}/table1.md")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from .config import config_to_toml
+
+    print(config_to_toml(_config(args, args.task_name).resolved()), end="")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from .tasks import DEFAULT_TASK, TASKS
+
+    for name, cls in TASKS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<20} {doc}{' (default)' if name == DEFAULT_TASK else ''}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .data.distortions import DISTORTIONS
+    from .engine import count_parameters
+    from .models import build_model, list_models
+
+    sizes = {spec.size: name in ("rts", "tc") for name, spec in DISTORTIONS.items()}
+    print(f"{'model':<18}" + "".join(f"{f'{s}x{s}':>10}" for s in sizes))
+    for name in list_models():
+        counts = [count_parameters(build_model(name, s, st_downsample=ds))
+                  for s, ds in sizes.items()]
+        print(f"{name:<18}" + "".join(f"{c:>10,}" for c in counts))
+    print("(parameters; 42x42 and 60x60 transformers downsample their output by 2)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .reports.demo import run_demo
+
+    if args.download:
+        from .data.idx import download
+
+        download("mnist", args.data_dir)
+    outputs = run_demo(args.out, data_dir=args.data_dir, index=args.index,
+                       out_size=args.out_size)
+    print(f"warped MNIST test digit {args.index} with {len(outputs)} families: "
+          f"{', '.join(outputs)}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _transforms(args: argparse.Namespace) -> int:
+    from torchstn.transforms import get_transform, list_transforms
+
+    print(f"{'family':<12} {'params':>6}  {'dims':>4}  matrix")
+    for name in list_transforms():
+        tf = get_transform(name)
+        print(f"{name:<12} {tf.num_params:>6}  {tf.ndim:>4}  {'yes' if tf.is_matrix else 'no'}")
+    return 0
+
+
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the config flags of ``task`` (default: the default task)."""
+    from .tasks import DEFAULT_TASK
+
+    task = task or DEFAULT_TASK
+    parser = argparse.ArgumentParser(
+        prog="torchstn",
+        description="Spatial Transformer Networks for PyTorch (Jaderberg et al., 2015).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model on a task (default: distorted MNIST)")
+    _add_run_args(train, task)
+    train.add_argument("--out", required=True, help="run folder (metrics, checkpoint, figures)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                       help="train at most this many epochs now (to fit a time slot); "
+                            "--resume continues")
+    train.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_args(train)
+    train.set_defaults(func=_train, task_name=task)
+
+    for name, func, text in [("eval", _eval, "recompute the test metrics of a run"),
+                             ("show", _show, "write the figures of a run again")]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", help="run folder written by torchstn train")
+        if name == "eval":
+            p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+        _add_data_args(p)
+        p.set_defaults(func=func)
+
+    rep = sub.add_parser("reproduce", help="reproduce a table of the paper")
+    rep.add_argument("table", choices=["table1"])
+    rep.add_argument("--distortions", nargs="+", default=None,
+                     help="among r rts p e tc (default: r rts p e)")
+    rep.add_argument("--models", nargs="+", default=None, help="default: the 8 Table 1 rows")
+    rep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
+    rep.add_argument("--out", default="runs/table1", help="default: runs/table1")
+    rep.add_argument("--threads", type=int)
+    rep.add_argument("--no-progress", action="store_true")
+    _add_run_args(rep, "distorted-digits", exclude=_CELL_FIELDS)
+    _add_data_args(rep)
+    rep.set_defaults(func=_reproduce)
+
+    cfg = sub.add_parser("config", help="print the resolved run configuration as TOML "
+                                        "(a starting point for --config)")
+    _add_run_args(cfg, task)
+    cfg.set_defaults(func=_show_config, task_name=task)
+
+    tasks = sub.add_parser("tasks", help="list the tasks")
+    tasks.set_defaults(func=_tasks)
+
+    models = sub.add_parser("models", help="list the models and their parameter counts")
+    models.set_defaults(func=_models)
+
+    demo = sub.add_parser(
+        "demo", help="warp a real MNIST digit with each transform family and save a figure"
+    )
+    _add_data_args(demo)
+    demo.add_argument("--out", default="demo.png", help="figure path (default: demo.png)")
+    demo.add_argument("--index", type=int, default=0, help="test-set digit (default: 0)")
+    demo.add_argument("--out-size", type=int, default=40,
+                      help="side of the warped outputs in pixels (default: 40)")
+    demo.set_defaults(func=_demo)
+
+    tfs = sub.add_parser("transforms", help="list the transform families")
+    tfs.set_defaults(func=_transforms)
+    return parser
+
+
+def _task_of(argv: list[str]) -> str | None:
+    """The task a command line names: ``--task``, else its ``--config`` file's."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.task is not None:
+        return known.task
+    if known.config is not None:
+        from .config import load_config_file
+
+        task = load_config_file(known.config).get("task", {})
+        if isinstance(task, dict) and "name" in task:
+            return task["name"]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
+    try:
+        from .tasks import TASKS
+
+        task = _task_of(argv[1:]) if command in ("train", "config") else None
+        if task is not None:
+            TASKS.check(task, "--task")
+        parser = build_parser(task)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"torchstn {command}: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"torchstn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Distorted MNIST / Fashion-MNIST: a fixed test set and freshly distorted training batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .distortions import distort, output_size
+from .idx import load_idx_dataset
+
+__all__ = ["DistortedMNIST", "shard_rows"]
+
+
+def shard_rows(n: int, rank: int, world: int) -> slice:
+    """Rows of shard ``rank`` of ``world`` contiguous, near-equal shards of ``n`` rows.
+
+    >>> [shard_rows(10, r, 3) for r in range(3)]
+    [slice(0, 3, None), slice(3, 6, None), slice(6, 10, None)]
+    """
+    return slice(rank * n // world, (rank + 1) * n // world)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One independent stream per (seed, epoch): a resumed run redraws exactly the data
+    # the uninterrupted run would have drawn.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class DistortedMNIST:
+    """A distorted MNIST-style benchmark.
+
+    Training images are distorted afresh every epoch (from ``seed`` and the epoch
+    number); the test set is distorted once from ``test_seed`` and rounded to uint8, so
+    the same seed gives the same bytes on every machine.
+
+    Args:
+        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        distortion: see :mod:`torchstn.data.distortions`.
+        data_dir: data root (see :func:`torchstn.data.resolve_data_dir`).
+        train_size: use the first ``train_size`` training digits (default: all 60000).
+        test_size: use the first ``test_size`` test digits (default: all 10000).
+        seed: training-data seed.
+        test_seed: test-set seed (fixed by default, so every run scores the same images).
+        device: where training batches are made (the digits live there; only the drawn
+            parameters, a few numbers per image, come from the CPU generator). The test
+            set is always made on the CPU in float64, so its bytes never depend on the
+            device.
+    """
+
+    def __init__(self, dataset: str = "mnist", distortion: str = "rts", *, data_dir=None,
+                 train_size: int | None = None, test_size: int | None = None,
+                 seed: int = 0, test_seed: int = 2015, device: str | torch.device = "cpu"):
+        self.distortion = distortion
+        self.size = output_size(distortion)
+        self.seed, self.test_seed = seed, test_seed
+        train_x, train_y = load_idx_dataset(dataset, "train", data_dir)
+        test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
+        self.device = torch.device(device)
+        # tc clutter comes from the whole training split
+        self.clutter_pool = train_x.to(self.device)
+        self.train_x = self.clutter_pool[:train_size]
+        self.train_y = train_y[:train_size].to(self.device)
+        self.test_x, self.test_y = test_x[:test_size], test_y[:test_size]
+        self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
+                      world: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Shuffled, freshly distorted ``(x (B, 1, S, S) float32, y (B,))`` batches of one epoch.
+
+        With ``world > 1`` each batch of ``batch_size`` is cut into ``world`` contiguous
+        shards and only shard ``rank`` is made: the ranks together see exactly the batches
+        of a single process.
+        """
+        gen = _epoch_generator(self.seed, epoch)
+        order = torch.randperm(len(self.train_x), generator=gen)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = None if world == 1 else shard_rows(len(idx), rank, world)
+            x, _ = distort(self.train_x[idx], self.distortion, gen, pool=self.clutter_pool,
+                           rows=rows)
+            y = self.train_y[idx]
+            yield x, (y if rows is None else y[rows])
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self.train_x) // batch_size)
+
+    def test_set(self, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed test set: ``(x (N, 1, S, S) uint8, y (N,))``, computed once."""
+        if self._test is None:
+            gen = torch.Generator().manual_seed(self.test_seed)
+            pool = self.test_x
+            parts = []
+            for start in range(0, len(self.test_x), chunk):
+                x, _ = distort(self.test_x[start : start + chunk], self.distortion, gen,
+                               pool=pool, dtype=torch.float64)
+                parts.append(x.mul(255).round().to(torch.uint8))
+            self._test = torch.cat(parts), self.test_y
+        return self._test

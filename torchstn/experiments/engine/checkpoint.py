@@ -1,0 +1,84 @@
+"""Checkpoints: safetensors weights and optimizer state plus JSON metadata, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .._files import temp_beside
+
+__all__ = ["atomic_write_text", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_beside(path.parent, f".{path.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for idx, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                out[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None, meta: dict[str, Any]) -> None:
+    """Save weights (``model.*``), optimizer tensors (``optim.*``) and JSON ``meta``."""
+    # On the CPU whatever device trained them, so a checkpoint loads anywhere.
+    tensors = {f"model.{k}": v.detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        tensors.update(_optimizer_tensors(optimizer))
+    metadata = {"torchstn": json.dumps(meta)}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint, without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint")
+    with safe_open(str(path), framework="pt") as f:
+        meta = (f.metadata() or {}).get("torchstn")
+    if meta is None:
+        raise ValueError(f"{path}: not a torchstn checkpoint (no 'torchstn' metadata)")
+    return json.loads(meta)
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Load what :func:`save_checkpoint` wrote into ``model`` (and ``optimizer``); return meta."""
+    meta = read_checkpoint_meta(path)
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        sd["state"] = state
+        optimizer.load_state_dict(sd)
+    return meta

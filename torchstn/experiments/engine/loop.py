@@ -1,0 +1,229 @@
+"""The training engine: one loop for every task, on one process or many (torchrun).
+
+The engine knows nothing of datasets, losses or how many transformers a model holds: the
+task (:class:`~torchstn.experiments.tasks.Task`) makes the batches, the loss, the metric
+sums and the figures. The engine seeds, builds the optimizer, schedules the rate, steps,
+reduces the sums over ranks, evaluates, and writes the run folder atomically each epoch
+(``config.json``, ``metrics.json``, ``metrics.csv``, ``checkpoint.safetensors``), so a
+killed run continues with ``resume=True`` and ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import RunConfig, config_from_dict, config_to_dict
+from ..tasks import Task, build_task
+from .checkpoint import atomic_write_text, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .distributed import World, session
+from .optim import build_optimizer
+from .progress import Progress
+from .schedules import set_lr
+
+__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train"]
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flat(cfg_dict: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, section in cfg_dict.items() for k, v in section.items()}
+
+
+def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
+    """Refuse to resume a run of another task or another configuration."""
+    saved_task = saved.get("task", {}).get("name") if isinstance(saved.get("task"), dict) else None
+    if saved_task != cfg.task.name:
+        raise ValueError(f"--resume of {out}: it holds a run of task {saved_task!r}, but the "
+                         f"given configuration is of task {cfg.task.name!r}")
+    given = _flat(config_to_dict(cfg))
+    before = _flat(config_to_dict(config_from_dict(saved, f"{out}/{CHECKPOINT} config")))
+    diff = {k: (before.get(k), given.get(k)) for k in sorted(set(before) | set(given))
+            if before.get(k) != given.get(k)}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
+        raise ValueError(f"--resume with a different configuration ({shown})")
+
+
+def _write_metrics(out: Path, task: Task, history: list[dict], params: int,
+                   eval_keys: list[str]) -> dict:
+    last = history[-1]
+    metrics = {
+        **{k: last[k] for k in eval_keys},
+        "epochs_done": last["epoch"],
+        "task": task.name,
+        **task.summary(),
+        "parameters": params,
+        "train_seconds": sum(h["seconds"] for h in history),
+        "history": history,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    return metrics
+
+
+def _add(totals: dict[str, Any], sums: dict[str, Any]) -> None:
+    for key, value in sums.items():
+        totals[key] = totals[key] + value if key in totals else value
+
+
+def _numbers(totals: dict[str, Any]) -> dict[str, float]:
+    return {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in totals.items()}
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    # Torch's global generator (dropout, ...) restarts from (seed, epoch, rank) every
+    # epoch, so a resumed run draws what the uninterrupted one drew.
+    return (seed * 1_000_003 + epoch) * 1009 + rank
+
+
+def evaluate(task: Task, model: nn.Module, world: World | None = None) -> dict[str, float]:
+    """The task's test metrics of ``model``, sharded over the ranks and reduced."""
+    world = world or World(device=task.device)
+    sums = world.sum(_numbers(task.evaluate(model, rank=world.rank, world=world.size)))
+    return task.eval_metrics(sums)
+
+
+def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = False,
+          progress: bool = True, figures: bool = True, stop_after: int | None = None) -> dict:
+    """Train ``cfg`` into folder ``out``; return the metrics (also in ``out/metrics.json``).
+
+    Under torchrun every rank runs this with the same arguments; each takes its shard of
+    every batch, and rank 0 alone writes. ``stop_after``: train at most this many epochs in
+    this call (to fit a time slot), then return; ``resume=True`` continues.
+    """
+    cfg = cfg.resolved()
+    out = Path(out)
+    ckpt = out / CHECKPOINT
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(
+            stop_after, int) or stop_after < 1):
+        raise ValueError(f"stop_after must be an int >= 1 or None, got {stop_after!r}")
+    if ckpt.exists() and not resume:
+        raise ValueError(f"{out} already holds a run ({CHECKPOINT}): pass --resume to "
+                         "continue it or choose another --out")
+    with session(cfg.train.device) as world:
+        batch_size = cfg.train.batch_size
+        if batch_size % world.size:
+            raise ValueError(f"batch_size must be divisible by the world size {world.size} "
+                             f"(every rank takes batch_size / {world.size} images of each "
+                             f"batch), got {batch_size}")
+        task = build_task(cfg.task, data_dir=data_dir, device=world.device,
+                          seed=cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)
+        model = task.build_model().to(world.device)
+        opt = build_optimizer(model, cfg.optim)
+        history: list[dict] = []
+        if ckpt.exists():
+            meta = read_checkpoint_meta(ckpt)
+            _check_resumable(meta["config"], cfg, out)
+            meta = load_checkpoint(ckpt, model, opt)
+            history = meta["history"]
+        if world.primary:
+            atomic_write_text(out / "config.json",
+                              json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        return _loop(cfg, out, task, model, opt, history, world, progress=progress,
+                     figures=figures, stop_after=stop_after)
+
+
+def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
+          opt: torch.optim.Optimizer, history: list[dict], world: World, *, progress: bool,
+          figures: bool, stop_after: int | None) -> dict:
+    net = world.wrap(model)
+    n_params = count_parameters(model)
+    batch_size, examples = cfg.train.batch_size, task.num_train_examples()
+    steps = -(-examples // batch_size)
+    first = len(history)
+    last = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, first + stop_after)
+    metrics = None
+    eval_keys: list[str] = []
+    for epoch in range(first, last):
+        lr = set_lr(opt, cfg, epoch)
+        torch.manual_seed(_epoch_seed(cfg.train.seed, epoch, world.rank))
+        net.train()
+        bar = Progress(steps, f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       progress and world.primary)
+        start = time.perf_counter()
+        data_time, totals = 0.0, {}
+        t0 = time.perf_counter()
+        for step, batch in enumerate(task.train_batches(epoch, batch_size, rank=world.rank,
+                                                        world=world.size), start=1):
+            data_time += time.perf_counter() - t0
+            loss, sums = task.train_step(net, batch)
+            # DDP averages the ranks' gradients; a shard of other than batch / world
+            # images (the last batch of an epoch) is weighted by its share.
+            global_n = min(batch_size, examples - (step - 1) * batch_size)
+            scale = sums["count"] * world.size / global_n
+            opt.zero_grad(set_to_none=True)
+            (loss if scale == 1 else loss * scale).backward()
+            opt.step()
+            _add(totals, sums)
+            bar.update(step, lambda totals=totals: _running(task, totals))
+            t0 = time.perf_counter()
+        seconds = time.perf_counter() - start
+        train_metrics = task.train_metrics(world.sum(_numbers(totals)))
+        if not all(math.isfinite(v) for v in train_metrics.values()):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} "
+                                     f"({train_metrics})")
+        test_metrics = evaluate(task, model, world)
+        eval_keys = list(test_metrics)
+        seen = world.sum({"count": totals.get("count", 0)})["count"]
+        history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
+                        "seconds": seconds, "images_per_s": seen / seconds,
+                        "data_seconds": data_time})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in test_metrics.items())
+        bar.close(f"{_running(task, totals)} | {shown} | {seen / seconds:.0f} img/s")
+        if world.primary:
+            save_checkpoint(out / CHECKPOINT, model, opt,
+                            {"epoch": epoch + 1, "config": config_to_dict(cfg),
+                             "history": history})
+            metrics = _write_metrics(out, task, history, n_params, eval_keys)
+        world.barrier()  # no rank runs ahead of the checkpoint it may be killed after
+    if metrics is None:  # resumed a run that had already finished, or a rank other than 0
+        eval_keys = eval_keys or [k for k in history[-1] if k.startswith("test_")]
+        metrics = (_write_metrics(out, task, history, n_params, eval_keys) if world.primary
+                   else {**{k: history[-1][k] for k in eval_keys},
+                         "epochs_done": history[-1]["epoch"], "history": history})
+    if figures and world.primary:
+        task.figures(out, model, history)
+    return metrics
+
+
+def _running(task: Task, totals: dict[str, Any]) -> str:
+    """The running training metrics of this rank, for the progress bar."""
+    if not totals:
+        return ""
+    return " ".join(f"{k.removeprefix('train_')} {v:.4g}"
+                    for k, v in task.train_metrics(_numbers(totals)).items())
+
+
+def load_run(out: str | Path, *, device: str | None = None,
+             data_dir=None) -> tuple[RunConfig, Task, nn.Module, dict]:
+    """The configuration, task, trained model (eval mode) and checkpoint metadata of run
+    folder ``out``."""
+    out = Path(out)
+    ckpt = out / CHECKPOINT
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{out}: no {CHECKPOINT} (not a torchstn run folder?)")
+    cfg = config_from_dict(read_checkpoint_meta(ckpt)["config"], f"{ckpt} config")
+    where = torch.device(device or "cpu")
+    task = build_task(cfg.task, data_dir=data_dir, device=where, seed=cfg.train.seed)
+    model = task.build_model()
+    meta = load_checkpoint(ckpt, model)
+    model.to(where).eval()
+    return cfg, task, model, meta

@@ -1,0 +1,126 @@
+"""The paper's distorted-MNIST models (Table 1 rows, appendix A.1), in a registry.
+
+ReLU everywhere, softmax classifiers (the logits are returned; the loss applies the
+softmax):
+
+- ``fcn``: two hidden fully connected layers of 128 units, then the classifier.
+- ``cnn``: conv 9x9 (32 filters) -> max-pool 2 -> conv 7x7 (64 filters) -> max-pool 2 ->
+  fully connected classifier. The convolutions are zero-padded to keep their input size,
+  so the same net also runs on the 21x21 outputs of a downsampling transformer.
+- ``st-fcn-<family>``: a spatial transformer whose localisation net is three fully
+  connected layers of 32 units, in front of the FCN.
+- ``st-cnn-<family>``: a spatial transformer whose localisation net downsamples its input
+  by 2 (max-pool), then two 5x5 convolutions of 20 filters with a 2x2 max-pool between
+  them, then a fully connected layer of 20, in front of the CNN.
+
+The families are ``affine``, ``projective`` and ``tps`` (16 control points). For the
+``rts`` and ``tc`` data the transformer output is downsampled by 2 (``st_downsample``).
+The regression head of every transformer starts at the identity transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from torchstn._registry import Registry
+from torchstn.modules import SpatialTransformer
+
+__all__ = ["MODELS", "STClassifier", "build_model", "count_parameters", "list_models"]
+
+#: Table 1 models by name; each entry builds ``(in_size, *, st_downsample, num_classes)``.
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def fcn(in_size: int, num_classes: int = 10, hidden: int = 128) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_size * in_size, hidden), nn.ReLU(),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+    )
+
+
+def cnn(in_size: int, num_classes: int = 10, channels=(32, 64)) -> nn.Sequential:
+    c1, c2 = channels
+    side = in_size // 2 // 2
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 9, padding=4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 7, padding=3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * side * side, num_classes),
+    )
+
+
+def fc_localization(in_size: int, width: int = 32) -> tuple[nn.Sequential, int]:
+    """Three fully connected layers of ``width``; returns the net and its feature size."""
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(in_size * in_size, width), nn.ReLU(),
+        nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+    )
+    return net, width
+
+
+def conv_localization(in_size: int, filters: int = 20,
+                      width: int = 20) -> tuple[nn.Sequential, int]:
+    """Max-pool 2, two 5x5 convolutions around a max-pool, a layer of ``width``; returns
+    the net and its feature size."""
+    side = ((in_size // 2 - 4) // 2) - 4
+    net = nn.Sequential(
+        nn.MaxPool2d(2), nn.Conv2d(1, filters, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(filters, filters, 5), nn.ReLU(),
+        nn.Flatten(), nn.Linear(filters * side * side, width), nn.ReLU(),
+    )
+    return net, width
+
+
+class STClassifier(nn.Module):
+    """A spatial transformer followed by a classifier."""
+
+    def __init__(self, stn: SpatialTransformer, classifier: nn.Module):
+        super().__init__()
+        self.stn = stn
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.stn(x))
+
+
+@MODELS.register("fcn")
+def _fcn(in_size, *, st_downsample=False, num_classes=10):
+    return fcn(in_size, num_classes)
+
+
+@MODELS.register("cnn")
+def _cnn(in_size, *, st_downsample=False, num_classes=10):
+    return cnn(in_size, num_classes)
+
+
+def _st_model(loc: Callable, head: Callable, family: str, in_size: int, *,
+              st_downsample: bool = False, num_classes: int = 10) -> STClassifier:
+    out = in_size // 2 if st_downsample else in_size
+    localization, features = loc(in_size)
+    stn = SpatialTransformer(localization, family, out_size=(out, out), loc_features=features)
+    return STClassifier(stn, head(out, num_classes))
+
+
+MODELS.add("st-fcn-affine", partial(_st_model, fc_localization, fcn, "affine"))
+MODELS.add("st-cnn-affine", partial(_st_model, conv_localization, cnn, "affine"))
+MODELS.add("st-fcn-projective", partial(_st_model, fc_localization, fcn, "projective"))
+MODELS.add("st-cnn-projective", partial(_st_model, conv_localization, cnn, "projective"))
+MODELS.add("st-fcn-tps", partial(_st_model, fc_localization, fcn, "tps"))
+MODELS.add("st-cnn-tps", partial(_st_model, conv_localization, cnn, "tps"))
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def build_model(name: str, in_size: int, *, st_downsample: bool = False,
+                num_classes: int = 10) -> nn.Module:
+    """Build model ``name`` for square inputs of side ``in_size``."""
+    return MODELS.get(name)(in_size, st_downsample=st_downsample, num_classes=num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,136 @@
+"""Figures of a trained run: what every transformer does, and the training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchstn.modules import find_transformers
+
+from .viz import draw_grid, pyplot, save_figure
+
+__all__ = ["capture_transformers", "curves_figure", "save_run_figures", "transformer_figure"]
+
+
+def _image(t: torch.Tensor):
+    """One picture of a ``(C, H, W)`` input or feature map: the image for 1 or 3 channels,
+    else the mean absolute activation."""
+    t = t.detach().float().cpu()
+    if t.shape[0] == 3:
+        return t.permute(1, 2, 0).clamp(0, 1).numpy(), {}
+    if t.shape[0] == 1:
+        return t[0].numpy(), {"cmap": "gray", "vmin": 0, "vmax": 1}
+    return t.abs().mean(0).numpy(), {"cmap": "magma"}
+
+
+@torch.no_grad()
+def capture_transformers(model: nn.Module, x: torch.Tensor) -> list[dict]:
+    """Run ``model`` on ``x`` and record what each of its spatial transformers saw.
+
+    Returns one dict per transformer of :func:`torchstn.find_transformers`, in order:
+    ``input`` (what reached it), ``output``, ``grid`` (the sampling grid, normalised
+    ``(N, H_out, W_out, 2)``) and ``module``. Transformers that did not run are left out.
+    """
+    records: dict[int, dict] = {}
+    hooks = []
+    for i, stn in enumerate(find_transformers(model)):
+        def hook(module, args, output, i=i):
+            inp = args[0]
+            out = output[0] if isinstance(output, tuple) else output
+            params = module.parameters_of(inp)
+            grid = module.transform.grid(params, out.shape, align_corners=module.align_corners)
+            records[i] = {"module": module, "input": inp, "output": out, "grid": grid}
+        hooks.append(stn.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return [records[i] for i in sorted(records)]
+
+
+def transformer_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
+                       title: str = "") -> Path:
+    """Inputs (sampling grid drawn over them) above outputs, for every transformer.
+
+    ``x``: model inputs ``(N, C, H, W)`` as the model takes them; the first ``n`` are
+    shown. Each spatial transformer of the model (:func:`torchstn.find_transformers`, in
+    order) gets two rows: what reached it with its sampling grid, and its output (feature
+    maps as their mean absolute activation). Models without a transformer show the inputs.
+    """
+    plt = pyplot()
+    xb = x[:n]
+    n = len(xb)
+    records = capture_transformers(model, xb)
+    rows = 2 * len(records) if records else 1
+    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.6 * rows + 0.5), squeeze=False)
+    if not records:
+        for i in range(n):
+            img, kw = _image(xb[i])
+            axes[0, i].imshow(img, **kw)
+        axes[0, 0].set_ylabel("input", fontsize=9)
+    for k, rec in enumerate(records):
+        stn, inp, out = rec["module"], rec["input"], rec["output"]
+        for i in range(n):
+            img, kw = _image(inp[i])
+            axes[2 * k, i].imshow(img, **kw)
+            draw_grid(axes[2 * k, i], rec["grid"][i], inp.shape[-2:],
+                      align_corners=stn.align_corners, lines=6)
+            img, kw = _image(out[i])
+            axes[2 * k + 1, i].imshow(img, **kw)
+        which = f"ST {k + 1} " if len(records) > 1 else "ST "
+        axes[2 * k, 0].set_ylabel(f"{which}input" if len(records) > 1 else "input",
+                                  fontsize=9)
+        h, w = out.shape[-2:]
+        axes[2 * k + 1, 0].set_ylabel(f"{which}output\n{h}x{w}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
+
+
+def curves_figure(history: list[dict], path, *, title: str = "") -> Path:
+    """A panel per metric of the history (``loss``, ``error``, ...): train and test."""
+    plt = pyplot()
+    epochs = [h["epoch"] for h in history]
+    names = list(dict.fromkeys(k.split("_", 1)[1] for k in history[0]
+                               if k.startswith(("train_", "test_"))))
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for split, marker in (("train", "o-"), ("test", "s-")):
+            key = f"{split}_{name}"
+            if key in history[0]:
+                ax.plot(epochs, [h[key] for h in history], marker, label=split)
+        if all(h.get(f"{s}_{name}", 1) > 0 for h in history for s in ("train", "test")):
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{name} (%)" if name == "error" else name)
+        ax.legend()
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
+
+
+def save_run_figures(out, model: nn.Module, x: torch.Tensor, history: list[dict],
+                     label: str = "") -> list[Path]:
+    """``out/transformer.png`` (inputs ``x`` through the model) and ``out/curves.png``."""
+    out = Path(out)
+    last = history[-1] if history else None
+    if last is not None and "test_error" in last:
+        label += f" - test error {last['test_error']:.2f}% after {last['epoch']} epochs"
+    paths = [transformer_figure(model, x, out / "transformer.png", title=label)]
+    if history:
+        paths.append(curves_figure(history, out / "curves.png", title=label))
+    return paths

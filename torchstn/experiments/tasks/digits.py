@@ -1,0 +1,124 @@
+"""The paper's Table 1 task: classify distorted MNIST (or Fashion-MNIST) digits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import option
+from ..data.distortions import DISTORTIONS, output_size
+from ..data.idx import DATASETS, download
+from ..data.mnist import DistortedMNIST, shard_rows
+from ..models import MODELS, build_model
+from . import TASKS, Task
+
+__all__ = ["DigitsConfig", "DistortedDigits"]
+
+
+@dataclass
+class DigitsConfig:
+    """The ``[task]`` table of a distorted-digits run."""
+
+    name: str = option("distorted-digits", "the task")
+    dataset: str = option("mnist", "digits", choices=lambda: list(DATASETS))
+    distortion: str = option("rts", "distortion of the paper's appendix",
+                             choices=lambda: DISTORTIONS.names())
+    model: str = option("st-cnn-affine", "Table 1 model", choices=lambda: MODELS.names())
+    train_size: int | None = option(None, "first N training digits (default: all 60000)",
+                                    minimum=1)
+    test_size: int | None = option(None, "first N test digits (default: all 10000)",
+                                   minimum=1)
+    test_seed: int = option(2015, "seed of the test set's distortions")
+    st_downsample: bool | None = option(None, "transformer output at half size (default: "
+                                              "for rts and tc)")
+
+    def resolve(self) -> None:
+        if self.st_downsample is None:
+            self.st_downsample = self.distortion in ("rts", "tc")
+
+
+@TASKS.register("distorted-digits")
+class DistortedDigits(Task):
+    """Classification of distorted digits into 10 classes with cross-entropy (Table 1).
+
+    Batches are ``(x (B, 1, S, S) float32 in [0, 1], y (B,))``; the test set is made once,
+    rounded to uint8, and scored in chunks of 1,000.
+    """
+
+    name = "distorted-digits"
+    Config = DigitsConfig
+
+    def __init__(self, cfg: DigitsConfig, *, data_dir=None, device="cpu", seed: int = 0):
+        super().__init__(cfg, data_dir=data_dir, device=device, seed=seed)
+        self.data = DistortedMNIST(cfg.dataset, cfg.distortion, data_dir=data_dir,
+                                   train_size=cfg.train_size, test_size=cfg.test_size,
+                                   seed=seed, test_seed=cfg.test_seed, device=self.device)
+
+    @classmethod
+    def download(cls, cfg: DigitsConfig, data_dir=None) -> None:
+        download(cfg.dataset, data_dir)
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model, output_size(self.cfg.distortion),
+                           st_downsample=bool(self.cfg.st_downsample))
+
+    def num_train_examples(self) -> int:
+        return len(self.data.train_x)
+
+    def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
+                      world: int = 1) -> Iterator[Any]:
+        return self.data.train_batches(epoch, batch_size, rank=rank, world=world)
+
+    def train_step(self, model: nn.Module, batch: Any):
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        sums = {"loss": loss.detach().double() * len(y),
+                "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
+        return loss, sums
+
+    def train_metrics(self, sums) -> dict[str, float]:
+        return {"train_loss": sums["loss"] / sums["count"],
+                "train_error": 100.0 * sums["errors"] / sums["count"]}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1,
+                 chunk: int = 1000):
+        model.eval()
+        x, y = self.data.test_set()
+        rows = shard_rows(len(x), rank, world)
+        x, y = x[rows], y[rows]
+        loss, wrong = 0.0, 0
+        for start in range(0, len(x), chunk):
+            xb = x[start : start + chunk].to(self.device).float() / 255
+            yb = y[start : start + chunk].to(self.device)
+            logits = model(xb)
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            wrong += (logits.argmax(1) != yb).sum().item()
+        return {"loss": loss, "errors": wrong, "count": len(x)}
+
+    def eval_metrics(self, sums) -> dict[str, float]:
+        return {"test_loss": sums["loss"] / sums["count"],
+                "test_error": 100.0 * sums["errors"] / sums["count"]}
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.cfg.model, "distortion": self.cfg.distortion,
+                "dataset": self.cfg.dataset}
+
+    def describe(self) -> str:
+        return f"{self.cfg.model} on {self.cfg.dataset} {self.cfg.distortion.upper()}"
+
+    def test_images(self, n: int = 10) -> torch.Tensor:
+        """The first ``n`` test images as floats in [0, 1], on the task's device."""
+        return self.data.test_set()[0][:n].to(self.device).float() / 255
+
+    def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
+        from ..reports.figures import save_run_figures
+
+        return save_run_figures(out, model, self.test_images(), history, self.describe())
