@@ -50,3 +50,25 @@ def test_demo_missing_data_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "t10k-images-idx3-ubyte[.gz] not found" in err
     assert not (tmp_path / "d.png").exists()
+
+
+def test_the_command_without_the_experiments_extra_says_what_to_install():
+    code = ("import sys; sys.modules['safetensors'] = None\n"
+            "from torchstn.__main__ import main\nsys.exit(main(['models']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("torchstn: the command line needs the experiments extra: "
+                                     "pip install 'torchstn[experiments]' (safetensors is "
+                                     "missing)")
+
+
+def test_interrupted_training_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
+    import torchstn.experiments.engine as engine
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train", interrupted)
+    assert main(["train", "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err == ("torchstn train: error: interrupted (the last finished "
+                                       "epoch is saved: --resume continues)\n")

@@ -38,12 +38,16 @@ def test_defaults_and_resolution():
 
 
 @pytest.mark.parametrize("options,message", [
-    (dict(model="vgg"), r"model must be one of \['fcn', .*\], got 'vgg' \(config key task.model\)"),
-    (dict(epochs=0), r"epochs must be >= 1, got 0 \(config key train.epochs\)"),
+    (dict(model="vgg"), r"model must be one of \['fcn', .*\], got 'vgg' \(config key 'task.model'\)"),
+    (dict(epochs=0), r"epochs must be >= 1, got 0 \(config key 'train.epochs'\)"),
     (dict(distortion="rt"), "distortion must be one of"),
-    (dict(lr=0.0), r"lr must be > 0, got 0.0 \(config key optim.lr\)"),
+    (dict(lr=0.0), r"lr must be > 0, got 0.0 \(config key 'optim.lr'\)"),
     (dict(optimizer="lbfgs"), r"optimizer must be one of \['adam', 'sgd'\], got 'lbfgs'"),
     (dict(train_size=0), "train_size must be >= 1, got 0"),
+    (dict(epochs=10, lr_milestones=[8, 6]), r"lr_milestones must be increasing epochs from 1 "
+                                            r"to epochs - 1 = 9, got \[8, 6\]"),
+    (dict(epochs=10, lr_milestones=[0]), "lr_milestones must be increasing"),
+    (dict(epochs=10, lr_milestones=[10]), "lr_milestones must be increasing"),
 ])
 def test_bad_values_name_the_key(options, message):
     with pytest.raises(ValueError, match=message):
@@ -51,7 +55,7 @@ def test_bad_values_name_the_key(options, message):
 
 
 def test_keys_that_do_not_exist_or_have_the_wrong_type():
-    with pytest.raises(ValueError, match=r"config key optim.lrr does not exist \(optim takes "
+    with pytest.raises(ValueError, match=r"config key 'optim.lrr' does not exist \(optim takes "
                                          r"optimizer, lr, momentum, weight_decay, loc_lr_mult\)"):
         config_from_dict({"optim": {"lrr": 0.1}})
     with pytest.raises(ValueError, match=r"config key 'optimiser' does not exist \(a config has "
@@ -123,8 +127,9 @@ def test_config_file_then_flags(data_dir, tmp_path, capsys):
 @pytest.mark.parametrize("text,message", [
     ("[optim\nlr = 1", "is not valid TOML"),
     ("[optim]\nlr = 'x'", r"config key 'optim.lr' must be a number, got 'x' \(str\)"),
-    ("[optim]\nbeta = 1", "config key optim.beta does not exist"),
-    ("[task]\nname = 'chess'", r"--task must be one of \['distorted-digits'\], got 'chess'"),
+    ("[optim]\nbeta = 1", "config key 'optim.beta' does not exist"),
+    ("[task]\nname = 'chess'", r"config key 'task.name' of --config .*bad.toml must be one of "
+                               r"\['distorted-digits'\], got 'chess'"),
 ])
 def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, message):
     conf = tmp_path / "bad.toml"

@@ -197,3 +197,20 @@ def test_ranks_together_make_exactly_the_batches_of_one_process(data_dir):
     assert [len(y) for _, y in shards[0]] == [64, 64, 22]
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards):
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
+def test_sizes_beyond_the_dataset_and_scoring_without_the_training_files(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"test_size must be at most 10000 \(the test digits of "
+                                         r"mnist\), got 20000"):
+        DistortedMNIST("mnist", "r", data_dir=data_dir, test_size=20000)
+    with pytest.raises(ValueError, match=r"train_size must be at most 60000 \(the training "
+                                         r"digits of mnist\), got 100000"):
+        len(DistortedMNIST("mnist", "r", data_dir=data_dir, train_size=100000).train_x)
+    (tmp_path / "mnist").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / "mnist" / name).symlink_to(data_dir / "mnist" / name)
+    only_test = DistortedMNIST("mnist", "tc", data_dir=tmp_path, test_size=32)
+    full = DistortedMNIST("mnist", "tc", data_dir=data_dir, test_size=32)
+    assert torch.equal(only_test.test_set()[0], full.test_set()[0])
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        len(only_test.train_x)

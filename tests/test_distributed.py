@@ -105,3 +105,18 @@ def test_device_errors_are_clear(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device is 'cuda' but CUDA is not available"):
             train(make_config(device="cuda"), tmp_path)
+
+
+def test_one_fixed_gpu_for_every_rank_is_refused(monkeypatch):
+    from torchstn.experiments.engine import session
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda' under torchrun \(each "
+                                         r"rank takes cuda:LOCAL_RANK\), got 'cuda:1'"):
+        with session("cuda:1"):
+            pass
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="environment variable WORLD_SIZE must be an int, got "
+                                         "'two'"):
+        with session("cpu"):
+            pass

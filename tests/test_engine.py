@@ -27,7 +27,7 @@ def _strip(history):
             for h in history]
 
 
-def test_cli_train_eval_show(data_dir, tmp_path, capsys):
+def test_cli_train_eval_show(data_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     args = ["train", "--dataset", "mnist", "--distortion", "rts", "--model", "st-cnn-affine",
             "--epochs", "1", "--train-size", "256", "--test-size", "64", "--seed", "3",
@@ -44,11 +44,14 @@ def test_cli_train_eval_show(data_dir, tmp_path, capsys):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert (out / "metrics.csv").read_text().startswith("epoch,lr,train_loss")
     capsys.readouterr()
-    assert main(["eval", str(out), "--data-dir", str(data_dir)]) == 0
+    # eval and show find the data the run was trained from without --data-dir.
+    monkeypatch.delenv("TORCHSTN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    assert main(["eval", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"test error {metrics['test_error']:.2f}%" in printed
+    assert f"error {metrics['test_error']:.4f}" in printed
     (out / "transformer.png").unlink()
-    assert main(["show", str(out), "--data-dir", str(data_dir)]) == 0
+    assert main(["show", str(out)]) == 0
     assert (out / "transformer.png").is_file()
     # A second train into the same folder without --resume is refused.
     assert main(args) == 2
@@ -112,7 +115,7 @@ def test_stop_after_then_resume_equals_one_run(data_dir, tmp_path):
 def test_resume_refuses_a_different_configuration(data_dir, tmp_path):
     train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir, progress=False,
           figures=False)
-    with pytest.raises(ValueError, match=r"--resume with a different configuration \(optim.lr: "
+    with pytest.raises(ValueError, match=r"holds a run with a different configuration \(optim.lr: "
                                          r"0.001 saved, 0.5 given\)"):
         train(make_config(**{**TINY, "epochs": 1, "lr": 0.5}), tmp_path, data_dir=data_dir,
               resume=True, progress=False, figures=False)
@@ -227,17 +230,21 @@ def test_reproduce_table1_skips_finished_runs(data_dir, tmp_path, monkeypatch):
 
 
 def test_written_files_get_the_umask_mode(tmp_path):
-    """Atomic writes go through mkstemp (owner-only); results get a plain file's mode."""
+    """Atomic writes go through mkstemp (owner-only), and safetensors writes its own file
+    with mode 0o600; results get a plain file's mode whatever wrote them."""
     import os
 
-    from torchstn.experiments.engine import atomic_write_text
+    from torchstn.experiments.engine import atomic_write_text, save_checkpoint
 
     old = os.umask(0o022)
     try:
         atomic_write_text(tmp_path / "a.json", "{}")
+        save_checkpoint(tmp_path / "c.safetensors", torch.nn.Linear(2, 2), None, {"x": 1})
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "c.safetensors"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,9 +1,19 @@
-"""A temporary file beside its destination, for writes that end in an atomic rename."""
+"""Atomic writes: a temporary file beside the destination, then a rename."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["atomic_write", "temp_beside"]
+
+
+def _plain_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def temp_beside(folder, prefix: str, suffix: str = "") -> tuple[int, str]:
@@ -13,7 +23,26 @@ def temp_beside(folder, prefix: str, suffix: str = "") -> tuple[int, str]:
     keep that mode. Here they get 0o666 less the process umask, like any other new file.
     """
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, _plain_mode())
     return fd, tmp
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place.
+
+    A failure leaves neither a half-written ``path`` nor the temporary file. The result
+    gets a plain file's mode even if ``write`` replaced the temporary file (safetensors
+    does, with mode 0o600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_beside(path.parent, f".{path.stem}-", path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _plain_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -9,6 +9,7 @@ dataclasses (:mod:`torchstn.experiments.config`) for the task ``--task`` names (
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -69,7 +70,8 @@ def _train(args: argparse.Namespace) -> int:
     if "task" in metrics:  # rank 0 (the only rank that writes) reports
         shown = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.4g}" for k in metrics
                           if k.startswith("test_"))
-        print(f"{cfg.task.name}: test {shown} after {metrics['epochs_done']} epochs "
+        done = metrics["epochs_done"]
+        print(f"{cfg.task.name}: test {shown} after {done} epoch{'s' * (done != 1)} "
               f"({metrics['parameters']:,} parameters, {metrics['train_seconds']:.0f} s); "
               f"wrote {args.out}")
     return 0
@@ -83,12 +85,9 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = evaluate(task, model)
     stored = meta["history"][-1]
     shown = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items())
-    before = ", ".join(f"{k.removeprefix('test_')} {stored[k]:.4f}" for k in metrics
-                       if k in stored)
+    before = ", ".join(f"{stored[k]:.4f}" for k in metrics if k in stored)
     print(f"{task.describe()} (epoch {meta['epoch']}): test {shown} (recorded at training "
           f"time: {before})")
-    if "test_error" in metrics:
-        print(f"test error {metrics['test_error']:.2f}%")
     return 0
 
 
@@ -118,7 +117,9 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _show_config(args: argparse.Namespace) -> int:
     from .config import config_to_toml
 
-    print(config_to_toml(_config(args, args.task_name).resolved()), end="")
+    cfg = _config(args, args.task_name)
+    cfg.resolved()  # checked, but printed as given: derived defaults keep following
+    print(config_to_toml(cfg), end="")
     return 0
 
 
@@ -155,7 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
         download("mnist", args.data_dir)
     outputs = run_demo(args.out, data_dir=args.data_dir, index=args.index,
                        out_size=args.out_size)
-    print(f"warped MNIST test digit {args.index} with {len(outputs)} families: "
+    print(f"warped MNIST test image #{args.index} with {len(outputs)} families: "
           f"{', '.join(outputs)}")
     print(f"wrote {args.out}")
     return 0
@@ -216,8 +217,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     _add_data_args(rep)
     rep.set_defaults(func=_reproduce)
 
-    cfg = sub.add_parser("config", help="print the resolved run configuration as TOML "
-                                        "(a starting point for --config)")
+    cfg = sub.add_parser("config", help="print the run configuration as TOML (a starting "
+                                        "point for --config; defaults derived from other "
+                                        "keys are left out, so they keep following them)")
     _add_run_args(cfg, task)
     cfg.set_defaults(func=_show_config, task_name=task)
 
@@ -242,21 +244,27 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _task_of(argv: list[str]) -> str | None:
-    """The task a command line names: ``--task``, else its ``--config`` file's."""
+def _task_of(argv: list[str]) -> tuple[str | None, str]:
+    """The task a command line names, and where: ``--task``, else its ``--config`` file's."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task")
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     if known.task is not None:
-        return known.task
+        return known.task, "--task"
     if known.config is not None:
         from .config import load_config_file
 
         task = load_config_file(known.config).get("task", {})
         if isinstance(task, dict) and "name" in task:
-            return task["name"]
-    return None
+            return task["name"], f"config key 'task.name' of --config {known.config}"
+    return None, "--task"
+
+
+def _say(command: str | None, message: str) -> None:
+    """Print an error once: under torchrun every rank meets it, rank 0 reports it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"torchstn {command}: error: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,12 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .tasks import TASKS
 
-        task = _task_of(argv[1:]) if command in ("train", "config") else None
-        if task is not None:
-            TASKS.check(task, "--task")
+        task = None
+        if command in ("train", "config"):
+            task, where = _task_of(argv[1:])
+            if task is not None:
+                TASKS.check(task, where)
         parser = build_parser(task)
     except (FileNotFoundError, ValueError) as e:
-        print(f"torchstn {command}: error: {e}", file=sys.stderr)
+        _say(command, str(e))
         return 2
     args = parser.parse_args(argv)
     if args.command is None:
@@ -279,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"torchstn {args.command}: error: {e}", file=sys.stderr)
+        _say(args.command, str(e))
         return 2
+    except KeyboardInterrupt:
+        resume = " (the last finished epoch is saved: --resume continues)" if (
+            args.command == "train") else ""
+        _say(args.command, f"interrupted{resume}")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,7 +84,7 @@ class OptimConfig:
     """The optimizer. The paper's recipe is ``optimizer="sgd", lr=0.01, momentum=0``."""
 
     optimizer: str = option("adam", "optimizer", choices=_optimizers)
-    lr: float = option(1e-3, "peak learning rate", above=0)
+    lr: float = option(1e-3, "base learning rate (the schedule scales it)", above=0)
     momentum: float = option(0.9, "SGD momentum", minimum=0)
     weight_decay: float = option(0.0, "weight decay", minimum=0)
     loc_lr_mult: float = option(1.0, "learning-rate multiplier of every spatial transformer "
@@ -119,10 +119,15 @@ class RunConfig:
         cfg = config_from_dict(config_to_dict(self))
         for name, section in cfg.sections().items():
             _check_values(name, section)
+        epochs = cfg.train.epochs
         if cfg.schedule.lr_milestones is None:
-            epochs = cfg.train.epochs
             cfg.schedule.lr_milestones = sorted(
                 {max(1, round(0.6 * epochs)), max(1, round(0.85 * epochs))} - {epochs})
+        milestones = cfg.schedule.lr_milestones
+        if milestones != sorted(set(milestones)) or not all(0 < m < epochs for m in milestones):
+            raise ValueError(f"lr_milestones must be increasing epochs from 1 to epochs - 1 = "
+                             f"{epochs - 1}, got {milestones} (config key "
+                             "'schedule.lr_milestones')")
         resolve = getattr(cfg.task, "resolve", None)
         if resolve is not None:
             resolve()
@@ -189,7 +194,7 @@ def _section_from_dict(cls: type, data: Any, where: str) -> Any:
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"config key {where}.{unknown[0]} does not exist ({where} takes "
+        raise ValueError(f"config key '{where}.{unknown[0]}' does not exist ({where} takes "
                          f"{', '.join(known)})")
     values = {k: _typed(f"{where}.{k}", v, hints[k]) for k, v in data.items()}
     return cls(**values)
@@ -236,17 +241,18 @@ def _check_values(where: str, section: Any) -> None:
         choices = meta.get("choices")
         if choices is not None and value not in (allowed := list(choices())):
             raise ValueError(f"{f.name} must be one of {allowed}, got {value!r} (config key "
-                             f"{key})")
+                             f"'{key}')")
         if meta.get("minimum") is not None and value < meta["minimum"]:
             raise ValueError(f"{f.name} must be >= {meta['minimum']}, got {value!r} (config "
-                             f"key {key})")
+                             f"key '{key}')")
         if meta.get("above") is not None and value <= meta["above"]:
             raise ValueError(f"{f.name} must be > {meta['above']}, got {value!r} (config key "
-                             f"{key})")
+                             f"'{key}')")
 
 
 def config_to_toml(cfg: RunConfig) -> str:
-    """``cfg`` as a TOML config file (``None`` values, which mean "the default", left out)."""
+    """``cfg`` as a TOML config file. ``None`` values, which mean "the default" (for
+    derived defaults: follow the keys they derive from), are left out."""
     import tomli_w
 
     data = {name: {k: v for k, v in section.items() if v is not None}
@@ -316,12 +322,18 @@ def add_config_flags(parser: argparse.ArgumentParser, task_name: str, *,
                      exclude: set[str] = frozenset()) -> None:
     """A flag per config field (``--batch-size`` for ``batch_size``); unset flags stay
     out of the parsed namespace, so a config file's values and the defaults hold."""
+    groups: dict[str, Any] = {}
     for key, (section, f, hint) in config_fields(task_name).items():
         if key in exclude:
             continue
+        if section not in groups:
+            title = f"[{section}] ({task_name})" if section == "task" else f"[{section}]"
+            groups[section] = parser.add_argument_group(title)
         flag = "--" + key.replace("_", "-")
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": key,
-                                  "help": f"{f.metadata.get('help', '')} [{section}]"}
+        text = f.metadata.get("help", "")
+        if f.default is not None and f.default is not dataclasses.MISSING:
+            text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": key, "help": text}
         base = hint
         if typing.get_origin(hint) in (Union, types.UnionType):
             base = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -337,4 +349,4 @@ def add_config_flags(parser: argparse.ArgumentParser, task_name: str, *,
             kwargs["type"] = base
             if f.metadata.get("choices") is not None:
                 kwargs["choices"] = list(f.metadata["choices"]())
-        parser.add_argument(flag, **kwargs)
+        groups[section].add_argument(flag, **kwargs)

@@ -21,6 +21,11 @@ def shard_rows(n: int, rank: int, world: int) -> slice:
     return slice(rank * n // world, (rank + 1) * n // world)
 
 
+def _check_size(name: str, value: int | None, available: int, what: str) -> None:
+    if value is not None and value > available:
+        raise ValueError(f"{name} must be at most {available} ({what}), got {value}")
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # One independent stream per (seed, epoch): a resumed run redraws exactly the data
     # the uninterrupted run would have drawn.
@@ -54,15 +59,37 @@ class DistortedMNIST:
         self.distortion = distortion
         self.size = output_size(distortion)
         self.seed, self.test_seed = seed, test_seed
-        train_x, train_y = load_idx_dataset(dataset, "train", data_dir)
-        test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
+        self.dataset, self.data_dir, self.train_size = dataset, data_dir, train_size
         self.device = torch.device(device)
-        # tc clutter comes from the whole training split
-        self.clutter_pool = train_x.to(self.device)
-        self.train_x = self.clutter_pool[:train_size]
-        self.train_y = train_y[:train_size].to(self.device)
+        test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
+        _check_size("test_size", test_size, len(test_x), f"the test digits of {dataset}")
         self.test_x, self.test_y = test_x[:test_size], test_y[:test_size]
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._train: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _train_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training digits, labels and clutter pool, read on first use (scoring a
+        run needs only the test files)."""
+        if self._train is None:
+            train_x, train_y = load_idx_dataset(self.dataset, "train", self.data_dir)
+            _check_size("train_size", self.train_size, len(train_x),
+                        f"the training digits of {self.dataset}")
+            pool = train_x.to(self.device)  # tc clutter comes from the whole training split
+            self._train = (pool[:self.train_size],
+                           train_y[:self.train_size].to(self.device), pool)
+        return self._train
+
+    @property
+    def train_x(self) -> torch.Tensor:
+        return self._train_split()[0]
+
+    @property
+    def train_y(self) -> torch.Tensor:
+        return self._train_split()[1]
+
+    @property
+    def clutter_pool(self) -> torch.Tensor:
+        return self._train_split()[2]
 
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
                       world: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:

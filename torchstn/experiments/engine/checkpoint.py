@@ -11,26 +11,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .._files import temp_beside
+from .._files import atomic_write
 
 __all__ = ["atomic_write_text", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path.parent, f".{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -51,7 +39,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     if optimizer is not None:
         tensors.update(_optimizer_tensors(optimizer))
     metadata = {"torchstn": json.dumps(meta)}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def session(device: str) -> Iterator[World]:
         yield World(device=resolve_device(device))
         return
     local_rank = _env_int("LOCAL_RANK", 0)
+    if size > 1 and re.fullmatch(r"cuda:\d+", str(device)):
+        raise ValueError(f"device must be 'cpu' or 'cuda' under torchrun (each rank takes "
+                         f"cuda:LOCAL_RANK), got {device!r}")
     where = resolve_device(device, local_rank)
     created = False
     if not dist.is_initialized():

@@ -54,7 +54,8 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
             if before.get(k) != given.get(k)}
     if diff:
         shown = ", ".join(f"{k}: {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
-        raise ValueError(f"--resume with a different configuration ({shown})")
+        raise ValueError(f"{out} holds a run with a different configuration ({shown}): give "
+                         "the saved configuration to continue it, or choose another --out")
 
 
 def _write_metrics(out: Path, task: Task, history: list[dict], params: int,
@@ -186,12 +187,14 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                         "seconds": seconds, "images_per_s": seen / seconds,
                         "data_seconds": data_time})
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in test_metrics.items())
-        bar.close(f"{_running(task, totals)} | {shown} | {seen / seconds:.0f} img/s")
+        shown = " ".join(f"{k.removeprefix('train_')} {v:.4g}" for k, v in train_metrics.items())
+        shown += " | " + " ".join(f"{k} {v:.4g}" for k, v in test_metrics.items())
+        bar.close(f"{shown} | {seen / seconds:.0f} img/s")  # all ranks' metrics
         if world.primary:
-            save_checkpoint(out / CHECKPOINT, model, opt,
-                            {"epoch": epoch + 1, "config": config_to_dict(cfg),
-                             "history": history})
+            meta = {"epoch": epoch + 1, "config": config_to_dict(cfg), "history": history}
+            if task.data_dir is not None:  # where eval and show look by default
+                meta["data_dir"] = str(Path(task.data_dir).resolve())
+            save_checkpoint(out / CHECKPOINT, model, opt, meta)
             metrics = _write_metrics(out, task, history, n_params, eval_keys)
         world.barrier()  # no rank runs ahead of the checkpoint it may be killed after
     if metrics is None:  # resumed a run that had already finished, or a rank other than 0
@@ -205,7 +208,8 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
 
 
 def _running(task: Task, totals: dict[str, Any]) -> str:
-    """The running training metrics of this rank, for the progress bar."""
+    """The running training metrics of this rank, for the progress bar (the epoch's last
+    line shows every rank's)."""
     if not totals:
         return ""
     return " ".join(f"{k.removeprefix('train_')} {v:.4g}"
@@ -215,12 +219,19 @@ def _running(task: Task, totals: dict[str, Any]) -> str:
 def load_run(out: str | Path, *, device: str | None = None,
              data_dir=None) -> tuple[RunConfig, Task, nn.Module, dict]:
     """The configuration, task, trained model (eval mode) and checkpoint metadata of run
-    folder ``out``."""
+    folder ``out``.
+
+    ``data_dir``: default, the data folder the run was trained from (saved with it), if it
+    still exists; else the task's own default.
+    """
     out = Path(out)
     ckpt = out / CHECKPOINT
     if not ckpt.is_file():
         raise FileNotFoundError(f"{out}: no {CHECKPOINT} (not a torchstn run folder?)")
-    cfg = config_from_dict(read_checkpoint_meta(ckpt)["config"], f"{ckpt} config")
+    saved = read_checkpoint_meta(ckpt)
+    cfg = config_from_dict(saved["config"], f"{ckpt} config")
+    if data_dir is None and saved.get("data_dir") and Path(saved["data_dir"]).is_dir():
+        data_dir = saved["data_dir"]  # the data the run was trained on, if still there
     where = torch.device(device or "cpu")
     task = build_task(cfg.task, data_dir=data_dir, device=where, seed=cfg.train.seed)
     model = task.build_model()

@@ -40,5 +40,4 @@ class Progress:
         if not self.enabled:
             return
         self.bar.set_postfix_str(text, refresh=False)
-        self.bar.refresh()
-        self.bar.close()
+        self.bar.close()  # shows the final state once

@@ -75,11 +75,13 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
             row += [_cell(errors), "-" if paper is None else f"{paper}"]
         lines.append("| " + " | ".join(row) + " |")
     train_size = base.task.train_size or 60000
+    test_size = base.task.test_size or 10000
+    epochs = base.train.epochs
     note = (f"\n% test error on distorted {base.task.dataset.upper()}. Ours: "
-            f"{base.train.epochs} epochs of {train_size} training images "
-            f"({base.optim.optimizer}, lr {base.optim.lr}), {seeds} seed(s), "
-            "10000 test images distorted once with a fixed seed. Paper: 150k iterations of "
-            "batch 256.\n")
+            f"{epochs} epoch{'s' * (epochs != 1)} of {train_size} training images "
+            f"({base.optim.optimizer}, lr {base.optim.lr}), {seeds} seed{'s' * (seeds != 1)}, "
+            f"{test_size} test images distorted once with a fixed seed. Paper: 150k "
+            "iterations of batch 256.\n")
     return "\n".join(lines) + "\n" + note
 
 

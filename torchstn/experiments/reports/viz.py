@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .._files import temp_beside
+from .._files import atomic_write
 
 __all__ = ["draw_grid", "save_figure", "pyplot"]
 
@@ -55,14 +55,4 @@ def draw_grid(ax, grid: torch.Tensor, in_hw, *, align_corners: bool = False, lin
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save ``fig`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path.parent, f".{path.stem}-", path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, **kwargs))

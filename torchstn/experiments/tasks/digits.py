@@ -25,7 +25,7 @@ __all__ = ["DigitsConfig", "DistortedDigits"]
 class DigitsConfig:
     """The ``[task]`` table of a distorted-digits run."""
 
-    name: str = option("distorted-digits", "the task")
+    name: str = option("distorted-digits", "the task (`torchstn tasks` lists them)")
     dataset: str = option("mnist", "digits", choices=lambda: list(DATASETS))
     distortion: str = option("rts", "distortion of the paper's appendix",
                              choices=lambda: DISTORTIONS.names())
