@@ -16,6 +16,7 @@ from torchstn.experiments.config import (
     config_from_dict,
     config_to_dict,
     config_to_toml,
+    flat_overrides,
     load_config_file,
     make_config,
 )
@@ -61,7 +62,7 @@ def test_keys_that_do_not_exist_or_have_the_wrong_type():
     with pytest.raises(ValueError, match=r"config key 'optimiser' does not exist \(a config has "
                                          r"the tables task, train, optim, schedule\)"):
         config_from_dict({"optimiser": {}})
-    with pytest.raises(ValueError, match=r"config key 'optim.lr' must be a number, got 'fast' "
+    with pytest.raises(ValueError, match=r"config key 'optim.lr' must be a finite number, got 'fast' "
                                          r"\(str\)"):
         config_from_dict({"optim": {"lr": "fast"}})
     with pytest.raises(ValueError, match=r"config key 'train.epochs' must be an int, got 2.5"):
@@ -76,6 +77,37 @@ def test_keys_that_do_not_exist_or_have_the_wrong_type():
         config_from_dict({"task": {"name": "chess"}})
     with pytest.raises(ValueError, match="option 'colour' does not exist for task"):
         make_config(colour="red")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"config key 'optim.lr' must be a finite number, "
+                                             f"got {bad}"):
+            config_from_dict({"optim": {"lr": bad}})
+    with pytest.raises(ValueError, match=r"config key 'train' must be a table, got 5 \(int\)"):
+        flat_overrides({"train": 5}, {"epochs": 2}, "distorted-digits")
+    with pytest.raises(ValueError, match="seed must be <= 2147483647, got 20000000000"):
+        make_config(seed=20_000_000_000).resolved()
+    with pytest.raises(ValueError, match="is in the flat format of torchstn before the "
+                                         "experiments package"):
+        config_from_dict({"model": "cnn", "distortion": "r", "lr": 0.1})
+
+
+def test_a_task_config_with_an_unsupported_field_type_is_refused_at_once():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Odd:
+        name: str = "odd"
+        size: tuple[int, int] = (2, 2)
+
+    class OddTask:
+        Config = Odd
+
+    TASKS.add("odd", OddTask)
+    try:
+        with pytest.raises(TypeError, match=r"Odd.size has type tuple\[int, int\]: config "
+                                            "fields may be int, float, str, bool"):
+            make_config(task="odd")
+    finally:
+        TASKS._entries.pop("odd")
 
 
 def test_round_trip_through_dict_and_toml(tmp_path):
@@ -126,7 +158,7 @@ def test_config_file_then_flags(data_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("text,message", [
     ("[optim\nlr = 1", "is not valid TOML"),
-    ("[optim]\nlr = 'x'", r"config key 'optim.lr' must be a number, got 'x' \(str\)"),
+    ("[optim]\nlr = 'x'", r"config key 'optim.lr' must be a finite number, got 'x' \(str\)"),
     ("[optim]\nbeta = 1", "config key 'optim.beta' does not exist"),
     ("[task]\nname = 'chess'", r"config key 'task.name' of --config .*bad.toml must be one of "
                                r"\['distorted-digits'\], got 'chess'"),

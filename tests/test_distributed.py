@@ -1,8 +1,11 @@
 """torchrun + DistributedDataParallel on the CPU: 2 gloo processes against one process."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from torchstn.experiments import load_run, make_config, train
-from torchstn.experiments.engine import World, evaluate, loop
+from torchstn.experiments.engine import World, evaluate, loop, read_checkpoint_meta
 
 # 501 training digits in batches of 128: the last batch (117) splits 58 / 59, so the
 # weighting of unequal shards is exercised too.
@@ -74,15 +77,68 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
 
 
 def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_dir, tmp_path):
-    extra = ["--epochs", "2"]
+    """SIGKILL to torchrun and both ranks once the first epoch's checkpoint exists, then
+    --resume. 1,025 digits in batches of 128: the last batch has one image, so rank 0's
+    shard of it is empty."""
+    extra = ["--epochs", "3", "--train-size", "1025"]
     full = _torchrun(tmp_path / "full", data_dir, *extra)
-    part = _torchrun(tmp_path / "cut", data_dir, *extra, "--stop-after", "1")
-    assert part["epochs_done"] == 1
-    resumed = _torchrun(tmp_path / "cut", data_dir, *extra, "--resume")
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node=2", "-m", "torchstn", "train", *RUN, *extra, "--out", str(cut),
+           "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = cut / "checkpoint.safetensors"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint_meta(ckpt)["epoch"]
+    assert killed_at < 3, "the run finished before it could be killed: make it longer"
+    resumed = _torchrun(cut, data_dir, *extra, "--resume")
     assert _strip(resumed["history"]) == _strip(full["history"])
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    a, b = _weights(tmp_path / "full"), _weights(cut)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _writer(rank, out, data_dir, port, log):
+    """One rank of a 2-process run that records every file the engine writes."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from torchstn.experiments.tasks.digits import DistortedDigits
+
+    writes = []
+    real_text, real_ckpt, real_figures = (loop.atomic_write_text, loop.save_checkpoint,
+                                          DistortedDigits.figures)
+    loop.atomic_write_text = lambda path, *a: (writes.append(str(path)), real_text(path, *a))
+    loop.save_checkpoint = lambda path, *a: (writes.append(str(path)), real_ckpt(path, *a))
+    DistortedDigits.figures = lambda self, *a: writes.append("figures") or real_figures(self,
+                                                                                         *a)
+    cfg = make_config(distortion="r", model="st-fcn-affine", train_size=300, test_size=50,
+                      batch_size=100, epochs=2)
+    train(cfg, out, data_dir=data_dir, progress=False)
+    with open(f"{log}.{rank}", "w") as f:
+        json.dump(writes, f)
+
+
+def test_only_rank_0_writes(data_dir, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "writes"
+    mp.spawn(_writer, args=(str(tmp_path / "run"), str(data_dir), port, str(log)), nprocs=2)
+    rank0 = json.loads((tmp_path / "writes.0").read_text())
+    assert json.loads((tmp_path / "writes.1").read_text()) == []
+    names = [os.path.basename(p) for p in rank0]
+    assert names.count("checkpoint.safetensors") == 2 and names.count("figures") == 1
+    assert {"config.json", "metrics.json", "metrics.csv"} <= set(names)
 
 
 def test_a_batch_the_world_does_not_divide_is_refused(data_dir, tmp_path, monkeypatch):

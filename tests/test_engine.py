@@ -259,4 +259,19 @@ def test_training_on_cuda_makes_the_data_there_and_matches_the_cpu(data_dir, tmp
     assert abs(cpu["test_error"] - gpu["test_error"]) <= 3.0
     _, task, model, _ = load_run(tmp_path / "gpu", data_dir=data_dir, device="cuda")
     assert next(model.parameters()).is_cuda
+    assert task.data.train_x.is_cuda and task.data.clutter_pool.is_cuda  # digits live there
+    x, y = next(iter(task.train_batches(0, 64)))
+    assert x.is_cuda and y.is_cuda  # and the batches are made there
     assert evaluate(task, model)["test_error"] == gpu["test_error"]
+
+
+def test_a_resumed_run_removes_what_a_killed_write_left(data_dir, tmp_path):
+    cfg = make_config(**{**TINY, "model": "fcn", "epochs": 1})
+    train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False)
+    # A process killed inside an atomic write leaves its temporary file, never a half file.
+    (tmp_path / ".checkpoint-k3j_x9a2.safetensors").write_bytes(b"half")
+    (tmp_path / ".metrics-0abcdefg.json").write_text("{")
+    (tmp_path / "notes.txt").write_text("mine")
+    train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.safetensors", "config.json", "metrics.csv", "metrics.json", "notes.txt"]

@@ -750,7 +750,9 @@ def test_cached_kernels_are_dropped_when_any_kernel_source_changes(tmp_path, mon
     for name in numba_backend._KERNEL_SOURCES:
         (tmp_path / name).write_text(f"# {name}\n")
     cache = tmp_path / "__pycache__"
-    cache.mkdir()
+    numba_backend._drop_stale_cache(str(tmp_path))  # no cache folder yet: made, stamped
+    assert [p.name for p in cache.iterdir()] == ["torchstn-kernel-sources.sha256"]
+    (cache / "torchstn-kernel-sources.sha256").unlink()
 
     def fill():
         for name in ("forward.warp_forward-1.py311.nbi", "forward.warp_forward-1.py311.1.nbc"):

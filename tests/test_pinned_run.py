@@ -3,8 +3,9 @@
 The values were recorded with the code before the experiments package existed (commit
 4cdbb9a's single-task training loop): rts, st-cnn-affine, 1 epoch of 2,000 training
 digits, 500 test digits, seed 3, one torch thread. The run happens in a fresh process:
-in a process that has trained before, PyTorch's CPU kernels can round the training loss
-differently in its last bits (seen with the old code too), whatever torchstn does.
+in a process that trained before at another thread count (the test session's default
+two threads), the recorded training loss came out different in its last bits (seen with
+the old code too: 2.2950515537 instead of 2.2950515289), whatever torchstn does.
 """
 
 import json

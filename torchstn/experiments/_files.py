@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "temp_beside"]
+__all__ = ["atomic_write", "remove_temps", "temp_beside"]
 
 
 def _plain_mode() -> int:
@@ -46,3 +47,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# What temp_beside names its files: ".<stem>-" + mkstemp's 8 characters + the suffix.
+_TEMP = re.compile(r"\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+
+
+def remove_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed process left in ``folder`` (a write that was
+    cut off before its rename); return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = [p for p in folder.iterdir() if p.is_file() and _TEMP.fullmatch(p.name)]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone

@@ -9,7 +9,6 @@ dataclasses (:mod:`torchstn.experiments.config`) for the task ``--task`` names (
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -109,8 +108,11 @@ def _reproduce(args: argparse.Namespace) -> int:
     table = run_table1(args.out, distortions=args.distortions, models=args.models,
                        seeds=args.seeds, base=base, data_dir=args.data_dir,
                        progress=not args.no_progress)
-    print(table)
-    print(f"wrote {args.out}/table1.md")
+    from .engine import is_primary_process
+
+    if is_primary_process():
+        print(table)
+        print(f"wrote {args.out}/table1.md")
     return 0
 
 
@@ -263,7 +265,9 @@ def _task_of(argv: list[str]) -> tuple[str | None, str]:
 
 def _say(command: str | None, message: str) -> None:
     """Print an error once: under torchrun every rank meets it, rank 0 reports it."""
-    if os.environ.get("RANK", "0") == "0":
+    from .engine.distributed import is_primary_process
+
+    if is_primary_process():
         print(f"torchstn {command}: error: {message}", file=sys.stderr)
 
 
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except (FileNotFoundError, ValueError, OSError, FloatingPointError) as e:
         _say(args.command, str(e))
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -33,11 +34,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["OptimConfig", "RunConfig", "ScheduleConfig", "TrainConfig", "add_config_flags",
-           "config_fields", "config_from_dict", "config_to_dict", "config_to_toml",
-           "flat_overrides", "load_config_file", "make_config", "option"]
+__all__ = ["SEED_MAX", "OptimConfig", "RunConfig", "ScheduleConfig", "TrainConfig",
+           "add_config_flags", "check_not_legacy", "config_fields", "config_from_dict",
+           "config_to_dict", "config_to_toml", "flat_overrides", "load_config_file",
+           "make_config", "option"]
 
 SECTIONS = ("task", "train", "optim", "schedule")
+SEED_MAX = 2**31 - 1
+_SUPPORTED = "int, float, str, bool, list[int], list[float], list[str] (or X | None)"
 
 
 def _optimizers() -> list[str]:
@@ -52,7 +56,8 @@ def _schedules() -> list[str]:
     return SCHEDULES.names()
 
 
-def option(default: Any, help: str, *, choices=None, minimum=None, above=None) -> Any:
+def option(default: Any, help: str, *, choices=None, minimum=None, maximum=None,
+           above=None) -> Any:
     """A dataclass field with what the CLI and the checks need to know.
 
     Args:
@@ -61,9 +66,11 @@ def option(default: Any, help: str, *, choices=None, minimum=None, above=None) -
         choices: a callable returning the allowed values (read late, so registries that
             fill up on import are complete).
         minimum: smallest allowed value (inclusive).
+        maximum: largest allowed value (inclusive).
         above: values must be greater than this.
     """
-    meta = {"help": help, "choices": choices, "minimum": minimum, "above": above}
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
+            "above": above}
     return field(default=default, metadata=meta)
 
 
@@ -74,7 +81,8 @@ class TrainConfig:
     epochs: int = option(10, "epochs to train", minimum=1)
     batch_size: int = option(256, "global batch size (split evenly over torchrun's ranks)",
                              minimum=1)
-    seed: int = option(0, "seed of the model's initialisation and of the training data")
+    seed: int = option(0, "seed of the model's initialisation and of the training data",
+                       minimum=0, maximum=SEED_MAX)
     device: str = option("cpu", "cpu, cuda or cuda:N (under torchrun each rank takes "
                                 "cuda:LOCAL_RANK)")
 
@@ -141,7 +149,13 @@ def _task_config_class(name: object) -> type:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The field types of a config dataclass, each one the flags and files can carry."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if not _supported(hints[f.name]):
+            raise TypeError(f"{cls.__name__}.{f.name} has type {hints[f.name]}: config "
+                            f"fields may be {_SUPPORTED}")
+    return hints
 
 
 def _describe(hint: Any) -> str:
@@ -150,7 +164,18 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in args if a is not type(None))
     if origin is list:
         return "a list of " + {int: "ints", float: "numbers", str: "strings"}[args[0]]
-    return {int: "an int", float: "a number", str: "a string", bool: "true or false"}[hint]
+    return {int: "an int", float: "a finite number", str: "a string",
+            bool: "true or false"}[hint]
+
+
+def _supported(hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return len(rest) == 1 and _supported(rest[0])
+    if origin is list:
+        return args[0] in (int, float, str)
+    return hint in (int, float, str, bool)
 
 
 def _typed(key: str, value: Any, hint: Any) -> Any:
@@ -176,7 +201,8 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            math.isfinite(value))
         out = float(value) if ok else value
     elif hint is str:
         ok = isinstance(value, str)
@@ -200,6 +226,15 @@ def _section_from_dict(cls: type, data: Any, where: str) -> Any:
     return cls(**values)
 
 
+def check_not_legacy(data: dict, where: str) -> None:
+    """Refuse the flat configuration that runs written before the experiments package
+    hold (``{"model": ..., "lr": ...}``): its runs cannot be loaded or resumed."""
+    if "model" in data and "task" not in data:
+        raise ValueError(f"{where} is in the flat format of torchstn before the experiments "
+                         "package (a top-level 'model' key, no [task] table): that run cannot "
+                         "be loaded or resumed; train it again into another --out")
+
+
 def config_from_dict(data: Any, where: str = "config") -> RunConfig:
     """A :class:`RunConfig` from nested dicts (a TOML file, a saved ``config.json``).
 
@@ -208,6 +243,7 @@ def config_from_dict(data: Any, where: str = "config") -> RunConfig:
     """
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a table, got {type(data).__name__}")
+    check_not_legacy(data, where)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ValueError(f"config key {unknown[0]!r} does not exist (a config has the tables "
@@ -244,6 +280,9 @@ def _check_values(where: str, section: Any) -> None:
                              f"'{key}')")
         if meta.get("minimum") is not None and value < meta["minimum"]:
             raise ValueError(f"{f.name} must be >= {meta['minimum']}, got {value!r} (config "
+                             f"key '{key}')")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise ValueError(f"{f.name} must be <= {meta['maximum']}, got {value!r} (config "
                              f"key '{key}')")
         if meta.get("above") is not None and value <= meta["above"]:
             raise ValueError(f"{f.name} must be > {meta['above']}, got {value!r} (config key "
@@ -294,6 +333,10 @@ def flat_overrides(data: dict[str, Any], overrides: dict[str, Any], task_name: s
     ``task`` sets ``task.name``; every other key is a field name of one section.
     """
     index = config_fields(task_name)
+    for key, value in data.items():
+        if key in SECTIONS and not isinstance(value, dict):
+            raise ValueError(f"config key {key!r} must be a table, got {value!r} "
+                             f"({type(value).__name__})")
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for key, value in overrides.items():
         if key not in index:

@@ -29,7 +29,7 @@ from torch import nn
 from torchstn._registry import Registry
 from torchstn.modules import SpatialTransformer
 
-__all__ = ["MODELS", "STClassifier", "build_model", "count_parameters", "list_models"]
+__all__ = ["MODELS", "STClassifier", "build_model", "list_models"]
 
 #: Table 1 models by name; each entry builds ``(in_size, *, st_downsample, num_classes)``.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -120,7 +120,3 @@ def build_model(name: str, in_size: int, *, st_downsample: bool = False,
                 num_classes: int = 10) -> nn.Module:
     """Build model ``name`` for square inputs of side ``in_size``."""
     return MODELS.get(name)(in_size, st_downsample=st_downsample, num_classes=num_classes)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

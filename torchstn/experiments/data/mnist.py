@@ -109,9 +109,6 @@ class DistortedMNIST:
             y = self.train_y[idx]
             yield x, (y if rows is None else y[rows])
 
-    def num_batches(self, batch_size: int) -> int:
-        return -(-len(self.train_x) // batch_size)
-
     def test_set(self, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed test set: ``(x (N, 1, S, S) uint8, y (N,))``, computed once."""
         if self._test is None:

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["World", "resolve_device", "session"]
+__all__ = ["World", "is_primary_process", "resolve_device", "session"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,39 @@ class World:
         if self.size == 1:
             return values
         keys = sorted(values)
+        every = [None] * self.size
+        dist.all_gather_object(every, keys)
+        if any(k != keys for k in every):
+            raise ValueError(f"the ranks report different metric sums: {every}")
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
                          device=self.device)
         dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
+    def count(self, n: int) -> int:
+        """``n`` summed over the ranks (an int)."""
+        if self.size == 1:
+            return n
+        t = torch.tensor([n], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t)
+        return int(t.item())
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (running statistics, ...) on every rank, so that a sharded
+        evaluation scores the model rank 0 saves."""
+        if self.size > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+
+def is_primary_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or not under torchrun at all):
+    for what happens outside a :func:`session` (messages, tables)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -105,8 +130,8 @@ def session(device: str) -> Iterator[World]:
             torch.cuda.set_device(where)
         dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
         created = True
-    try:
-        yield World(rank=dist.get_rank(), size=dist.get_world_size(), device=where)
-    finally:
-        if created:
-            dist.destroy_process_group()
+    world = World(rank=dist.get_rank(), size=dist.get_world_size(), device=where)
+    yield world  # an exception propagates without a teardown: torchrun stops the ranks
+    if created:
+        world.barrier()  # no rank leaves while another still works (rank 0's figures)
+        dist.destroy_process_group()

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import RunConfig, config_from_dict, config_to_dict
+from .._files import remove_temps
+from ..config import RunConfig, check_not_legacy, config_from_dict, config_to_dict
 from ..tasks import Task, build_task
 from .checkpoint import atomic_write_text, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .distributed import World, session
@@ -44,6 +45,7 @@ def _flat(cfg_dict: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     """Refuse to resume a run of another task or another configuration."""
+    check_not_legacy(saved, f"{out}/{CHECKPOINT} config")
     saved_task = saved.get("task", {}).get("name") if isinstance(saved.get("task"), dict) else None
     if saved_task != cfg.task.name:
         raise ValueError(f"--resume of {out}: it holds a run of task {saved_task!r}, but the "
@@ -136,6 +138,7 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
             meta = load_checkpoint(ckpt, model, opt)
             history = meta["history"]
         if world.primary:
+            remove_temps(out)  # what a killed run's cut-off writes left
             atomic_write_text(out / "config.json",
                               json.dumps(config_to_dict(cfg), indent=2) + "\n")
         return _loop(cfg, out, task, model, opt, history, world, progress=progress,
@@ -147,8 +150,8 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
           figures: bool, stop_after: int | None) -> dict:
     net = world.wrap(model)
     n_params = count_parameters(model)
-    batch_size, examples = cfg.train.batch_size, task.num_train_examples()
-    steps = -(-examples // batch_size)
+    batch_size = cfg.train.batch_size
+    steps = -(-task.num_train_examples() // batch_size)
     first = len(history)
     last = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, first + stop_after)
     metrics = None
@@ -167,9 +170,9 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             data_time += time.perf_counter() - t0
             loss, sums = task.train_step(net, batch)
             # DDP averages the ranks' gradients; a shard of other than batch / world
-            # images (the last batch of an epoch) is weighted by its share.
-            global_n = min(batch_size, examples - (step - 1) * batch_size)
-            scale = sums["count"] * world.size / global_n
+            # examples (the last batch of an epoch) is weighted by its share.
+            scale = 1 if world.size == 1 else (
+                sums["count"] * world.size / world.count(sums["count"]))
             opt.zero_grad(set_to_none=True)
             (loss if scale == 1 else loss * scale).backward()
             opt.step()
@@ -177,13 +180,15 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             bar.update(step, lambda totals=totals: _running(task, totals))
             t0 = time.perf_counter()
         seconds = time.perf_counter() - start
-        train_metrics = task.train_metrics(world.sum(_numbers(totals)))
+        reduced = world.sum(_numbers(totals))
+        train_metrics = task.train_metrics(reduced)
         if not all(math.isfinite(v) for v in train_metrics.values()):
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} "
                                      f"({train_metrics})")
+        world.broadcast_buffers(model)
         test_metrics = evaluate(task, model, world)
         eval_keys = list(test_metrics)
-        seen = world.sum({"count": totals.get("count", 0)})["count"]
+        seen = reduced.get("count", 0)
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                         "seconds": seconds, "images_per_s": seen / seconds,
                         "data_seconds": data_time})

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..config import RunConfig, make_config
-from ..engine import atomic_write_text, train
+from ..engine import atomic_write_text, is_primary_process, train
 
 __all__ = ["PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS", "run_table1", "table1_cell",
            "table1_markdown"]
@@ -107,10 +107,15 @@ def run_table1(out, *, distortions=None, models=None, seeds: int = 1,
                 if done and done >= base.train.epochs:
                     continue
                 cfg = table1_cell(base, d, model, seed)
-                print(f"== {model} on {d} (seed {seed}) -> {run}", file=sys.stderr)
+                if is_primary_process():
+                    print(f"== {model} on {d} (seed {seed}) -> {run}", file=sys.stderr)
                 train(cfg, run, data_dir=data_dir, resume=True, progress=progress)
-                table = table1_markdown(out, distortions, models, seeds, base)
-                atomic_write_text(out / "table1.md", table)
+                _write_table(out, distortions, models, seeds, base)
+    return _write_table(out, distortions, models, seeds, base)
+
+
+def _write_table(out: Path, distortions, models, seeds: int, base: RunConfig) -> str:
     table = table1_markdown(out, distortions, models, seeds, base)
-    atomic_write_text(out / "table1.md", table)
+    if is_primary_process():  # under torchrun every rank runs the grid, rank 0 writes
+        atomic_write_text(out / "table1.md", table)
     return table

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import option
+from ..config import SEED_MAX, option
 from ..data.distortions import DISTORTIONS, output_size
 from ..data.idx import DATASETS, download
 from ..data.mnist import DistortedMNIST, shard_rows
@@ -34,7 +34,8 @@ class DigitsConfig:
                                     minimum=1)
     test_size: int | None = option(None, "first N test digits (default: all 10000)",
                                    minimum=1)
-    test_seed: int = option(2015, "seed of the test set's distortions")
+    test_seed: int = option(2015, "seed of the test set's distortions", minimum=0,
+                            maximum=SEED_MAX)
     st_downsample: bool | None = option(None, "transformer output at half size (default: "
                                               "for rts and tc)")
 
@@ -78,7 +79,9 @@ class DistortedDigits(Task):
     def train_step(self, model: nn.Module, batch: Any):
         x, y = batch
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        # An empty shard (a last batch smaller than the world) still takes part in the
+        # backward pass, with a zero loss (cross-entropy's mean of nothing is NaN).
+        loss = F.cross_entropy(logits, y) if len(y) else logits.sum() * 0.0
         sums = {"loss": loss.detach().double() * len(y),
                 "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
         return loss, sums

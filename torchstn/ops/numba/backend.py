@@ -51,7 +51,7 @@ def _drop_stale_cache(here: str | None = None) -> None:
 
     here = here or os.path.dirname(os.path.abspath(__file__))
     cache = os.path.join(here, "__pycache__")
-    if os.environ.get("NUMBA_CACHE_DIR") or not os.path.isdir(cache):
+    if os.environ.get("NUMBA_CACHE_DIR"):
         return
     digest = hashlib.sha256()
     for name in _KERNEL_SOURCES:
@@ -65,6 +65,7 @@ def _drop_stale_cache(here: str | None = None) -> None:
     except OSError:
         pass
     try:
+        os.makedirs(cache, exist_ok=True)  # the stamp goes where Numba will cache
         for entry in os.listdir(cache):
             if entry.endswith((".nbi", ".nbc")):
                 os.unlink(os.path.join(cache, entry))
