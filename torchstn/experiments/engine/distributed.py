@@ -60,14 +60,6 @@ class World:
         dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
-    def count(self, n: int) -> int:
-        """``n`` summed over the ranks (an int)."""
-        if self.size == 1:
-            return n
-        t = torch.tensor([n], dtype=torch.int64, device=self.device)
-        dist.all_reduce(t)
-        return int(t.item())
-
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Rank 0's buffers (running statistics, ...) on every rank, so that a sharded
         evaluation scores the model rank 0 saves."""

@@ -51,6 +51,15 @@ class Task:
     def num_train_examples(self) -> int:
         raise NotImplementedError
 
+    def batch_examples(self, step: int, batch_size: int) -> int:
+        """Examples in global batch ``step`` (from 0) of an epoch, all ranks together.
+
+        The engine weights a rank's shard by its share of them. The default fits batches
+        of ``batch_size`` taken in order, the last one shorter; a task that batches
+        otherwise (dropping the last batch, ...) says so here.
+        """
+        return min(batch_size, self.num_train_examples() - step * batch_size)
+
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
                       world: int = 1) -> Iterator[Any]:
         """This rank's shard of every batch of ``epoch``, on the task's device."""
