@@ -70,5 +70,9 @@ def test_interrupted_training_is_a_message_not_a_traceback(monkeypatch, capsys, 
 
     monkeypatch.setattr(engine, "train", interrupted)
     assert main(["train", "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err == "torchstn train: error: interrupted\n"
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.safetensors").write_bytes(b"")  # an epoch was saved
+    assert main(["train", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == ("torchstn train: error: interrupted (the last finished "
                                        "epoch is saved: --resume continues)\n")

@@ -88,6 +88,11 @@ def test_keys_that_do_not_exist_or_have_the_wrong_type():
     with pytest.raises(ValueError, match="is in the flat format of torchstn before the "
                                          "experiments package"):
         config_from_dict({"model": "cnn", "distortion": "r", "lr": 0.1})
+    with pytest.raises(ValueError, match=r"config key 'optim.lr' must be a finite number, got "
+                                         r"1000000000000000000000000000000"):
+        config_from_dict({"optim": {"lr": 10 ** 400}})
+    with pytest.raises(ValueError, match=r"lr_milestones must be empty with 1 epoch, got \[1\]"):
+        make_config(epochs=1, lr_milestones=[1]).resolved()
 
 
 def test_a_task_config_with_an_unsupported_field_type_is_refused_at_once():
@@ -172,6 +177,17 @@ def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, message):
 
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()  # nothing written
+
+
+def test_config_files_that_cannot_be_read(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "cannot read it (Is a directory)" in capsys.readouterr().err
+    (tmp_path / "latin1.toml").write_bytes(b"[optim]\nname = '\xff'\n")
+    assert main(["config", "--config", str(tmp_path / "latin1.toml")]) == 2
+    assert "latin1.toml is not valid TOML" in capsys.readouterr().err
+    (tmp_path / "flat.toml").write_text('model = "cnn"\nlr = 0.1\n')  # the old flat form
+    assert main(["train", "--config", str(tmp_path / "flat.toml"), "--out", "x"]) == 2
+    assert "flat.toml is in the flat format of torchstn before" in capsys.readouterr().err
 
 
 def test_unknown_task_and_missing_config(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
 
 
 def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_dir, tmp_path):
-    """SIGKILL to torchrun and both ranks once the first epoch's checkpoint exists, then
+    """SIGKILL to both ranks and torchrun once the first epoch's checkpoint exists, then
     --resume. 1,025 digits in batches of 128: the last batch has one image, so rank 0's
     shard of it is empty."""
     extra = ["--epochs", "3", "--train-size", "1025"]
@@ -86,16 +86,27 @@ def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_d
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc-per-node=2", "-m", "torchstn", "train", *RUN, *extra, "--out", str(cut),
            "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log = tmp_path / "cut.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     ckpt = cut / "checkpoint.safetensors"
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # torchrun starts each rank in a session of its own: kill the ranks themselves.
+    ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], text=True,
+                                            capture_output=True).stdout.split()]
+    for pid in [*ranks, proc.pid]:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in ranks):
+        time.sleep(0.02)
+    assert ckpt.exists(), log.read_text()
+    assert len(ranks) == 2, log.read_text()
     killed_at = read_checkpoint_meta(ckpt)["epoch"]
     assert killed_at < 3, "the run finished before it could be killed: make it longer"
+    time.sleep(0.5)
+    assert read_checkpoint_meta(ckpt)["epoch"] == killed_at  # nobody trains on
     resumed = _torchrun(cut, data_dir, *extra, "--resume")
     assert _strip(resumed["history"]) == _strip(full["history"])
     a, b = _weights(tmp_path / "full"), _weights(cut)
@@ -103,20 +114,32 @@ def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_d
         assert torch.equal(a[name], b[name]), name
 
 
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # not a zombie
+    except OSError:
+        return False
+
+
 def _writer(rank, out, data_dir, port, log):
     """One rank of a 2-process run that records every file the engine writes."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from torchstn.experiments.tasks.digits import DistortedDigits
+    from torchstn.experiments.engine import checkpoint
+    from torchstn.experiments.reports import viz
 
+    # Every file the experiments write goes through atomic_write (checkpoints, JSON, CSV,
+    # figures): record each call in both ranks.
     writes = []
-    real_text, real_ckpt, real_figures = (loop.atomic_write_text, loop.save_checkpoint,
-                                          DistortedDigits.figures)
-    loop.atomic_write_text = lambda path, *a: (writes.append(str(path)), real_text(path, *a))
-    loop.save_checkpoint = lambda path, *a: (writes.append(str(path)), real_ckpt(path, *a))
-    DistortedDigits.figures = lambda self, *a: writes.append("figures") or real_figures(self,
-                                                                                         *a)
+    real = checkpoint.atomic_write
+
+    def recorded(path, write):
+        writes.append(str(path))
+        return real(path, write)
+
+    checkpoint.atomic_write = viz.atomic_write = recorded
     cfg = make_config(distortion="r", model="st-fcn-affine", train_size=300, test_size=50,
                       batch_size=100, epochs=2)
     train(cfg, out, data_dir=data_dir, progress=False)
@@ -137,8 +160,8 @@ def test_only_rank_0_writes(data_dir, tmp_path):
     rank0 = json.loads((tmp_path / "writes.0").read_text())
     assert json.loads((tmp_path / "writes.1").read_text()) == []
     names = [os.path.basename(p) for p in rank0]
-    assert names.count("checkpoint.safetensors") == 2 and names.count("figures") == 1
-    assert {"config.json", "metrics.json", "metrics.csv"} <= set(names)
+    assert names.count("checkpoint.safetensors") == 2 and names.count("transformer.png") == 1
+    assert {"config.json", "metrics.json", "metrics.csv", "curves.png"} <= set(names)
 
 
 def test_a_batch_the_world_does_not_divide_is_refused(data_dir, tmp_path, monkeypatch):

@@ -269,9 +269,23 @@ def test_a_resumed_run_removes_what_a_killed_write_left(data_dir, tmp_path):
     cfg = make_config(**{**TINY, "model": "fcn", "epochs": 1})
     train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False)
     # A process killed inside an atomic write leaves its temporary file, never a half file.
-    (tmp_path / ".checkpoint-k3j_x9a2.safetensors").write_bytes(b"half")
-    (tmp_path / ".metrics-0abcdefg.json").write_text("{")
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".checkpoint.safetensors.torchstn-tmp-k3j_x9a2.safetensors").write_bytes(b"h")
+    (tmp_path / ".metrics.json.torchstn-tmp-0abcdefg.json").write_text("{")
+    users = [".env-defaults", ".config-original.json", ".backup-20240101.tar", "notes.txt"]
+    for name in users:  # a user's files, some named like other programs' temporaries
+        (tmp_path / name).write_text("mine")
     train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False, resume=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.safetensors", "config.json", "metrics.csv", "metrics.json", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "checkpoint.safetensors", "config.json", "metrics.csv", "metrics.json", *users])
+
+
+def test_atomic_writes_name_their_temporaries_so_that_only_they_are_removed(tmp_path):
+    from torchstn.experiments._files import atomic_write, remove_temps
+
+    seen = []
+    atomic_write(tmp_path / "fig.png", lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+    name = seen[0].rsplit("/", 1)[1]
+    assert name.startswith(".fig.png.torchstn-tmp-") and name.endswith(".png")
+    (tmp_path / name).write_text("left by a killed write")
+    assert [p.name for p in remove_temps(tmp_path)] == [name]
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]

@@ -11,6 +11,12 @@ from pathlib import Path
 __all__ = ["atomic_write", "remove_temps", "temp_beside"]
 
 
+# What atomic_write names its temporary files: ".<name>.torchstn-tmp-" + mkstemp's 8
+# characters + the suffix (kept, so that writers that go by it, like matplotlib, work).
+_TEMP_MARK = ".torchstn-tmp-"
+_TEMP = re.compile(r"\..+\.torchstn-tmp-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+
+
 def _plain_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -37,7 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_beside(path.parent, f".{path.stem}-", path.suffix)
+    fd, tmp = temp_beside(path.parent, f".{path.name}{_TEMP_MARK}", path.suffix)
     os.close(fd)
     try:
         write(tmp)
@@ -49,13 +55,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-# What temp_beside names its files: ".<stem>-" + mkstemp's 8 characters + the suffix.
-_TEMP = re.compile(r"\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
-
-
 def remove_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files a killed process left in ``folder`` (a write that was
-    cut off before its rename); return them."""
+    """Delete the temporary files of :func:`atomic_write` that a killed process left in
+    ``folder`` (writes cut off before their rename); return them. No other file matches."""
     folder = Path(folder)
     if not folder.is_dir():
         return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
@@ -35,9 +36,16 @@ def _add_run_args(p: argparse.ArgumentParser, task: str, *, exclude=frozenset())
 
 def _config(args: argparse.Namespace, task: str):
     """The run configuration: defaults < --config file < flags."""
-    from .config import config_fields, config_from_dict, flat_overrides, load_config_file
+    from .config import (
+        check_not_legacy,
+        config_fields,
+        config_from_dict,
+        flat_overrides,
+        load_config_file,
+    )
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    check_not_legacy(data, f"--config {args.config}")
     given = {k: getattr(args, k) for k in config_fields(task) if hasattr(args, k)}
     given.pop("task", None)
     where = f"--config {args.config}" if getattr(args, "config", None) else "config"
@@ -286,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         _say(command, str(e))
         return 2
+    except KeyboardInterrupt:
+        return 130
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -296,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(args.command, str(e))
         return 2
     except KeyboardInterrupt:
-        resume = " (the last finished epoch is saved: --resume continues)" if (
-            args.command == "train") else ""
+        saved = args.command == "train" and (Path(args.out) / "checkpoint.safetensors").exists()
+        resume = " (the last finished epoch is saved: --resume continues)" if saved else ""
         _say(args.command, f"interrupted{resume}")
         return 130
 

@@ -133,8 +133,9 @@ class RunConfig:
                 {max(1, round(0.6 * epochs)), max(1, round(0.85 * epochs))} - {epochs})
         milestones = cfg.schedule.lr_milestones
         if milestones != sorted(set(milestones)) or not all(0 < m < epochs for m in milestones):
-            raise ValueError(f"lr_milestones must be increasing epochs from 1 to epochs - 1 = "
-                             f"{epochs - 1}, got {milestones} (config key "
+            allowed = ("empty with 1 epoch" if epochs == 1 else
+                       f"increasing epochs from 1 to epochs - 1 = {epochs - 1}")
+            raise ValueError(f"lr_milestones must be {allowed}, got {milestones} (config key "
                              "'schedule.lr_milestones')")
         resolve = getattr(cfg.task, "resolve", None)
         if resolve is not None:
@@ -201,8 +202,11 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            math.isfinite(value))
+        try:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                math.isfinite(float(value)))
+        except OverflowError:  # an int too large for a float
+            ok = False
         out = float(value) if ok else value
     elif hint is str:
         ok = isinstance(value, str)
@@ -307,8 +311,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"--config {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ValueError(f"--config {path}: cannot read it ({e.strerror})") from None
 
 
 def config_fields(task_name: str) -> dict[str, tuple[str, dataclasses.Field, Any]]:

@@ -123,7 +123,12 @@ def session(device: str) -> Iterator[World]:
         dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
         created = True
     world = World(rank=dist.get_rank(), size=dist.get_world_size(), device=where)
-    yield world  # an exception propagates without a teardown: torchrun stops the ranks
+    try:
+        yield world
+    except BaseException:
+        if created:  # local, no collective: torchrun stops the other ranks
+            dist.destroy_process_group()
+        raise
     if created:
         world.barrier()  # no rank leaves while another still works (rank 0's figures)
         dist.destroy_process_group()

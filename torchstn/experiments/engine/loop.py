@@ -133,12 +133,13 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
         opt = build_optimizer(model, cfg.optim)
         history: list[dict] = []
         if ckpt.exists():
+            if world.primary:
+                remove_temps(out)  # what a killed run's cut-off writes left
             meta = read_checkpoint_meta(ckpt)
             _check_resumable(meta["config"], cfg, out)
             meta = load_checkpoint(ckpt, model, opt)
             history = meta["history"]
         if world.primary:
-            remove_temps(out)  # what a killed run's cut-off writes left
             atomic_write_text(out / "config.json",
                               json.dumps(config_to_dict(cfg), indent=2) + "\n")
         return _loop(cfg, out, task, model, opt, history, world, progress=progress,
@@ -216,7 +217,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
 def _running(task: Task, totals: dict[str, Any]) -> str:
     """The running training metrics of this rank, for the progress bar (the epoch's last
     line shows every rank's)."""
-    if not totals:
+    if not totals or not totals.get("count"):  # nothing yet, or an empty first shard
         return ""
     return " ".join(f"{k.removeprefix('train_')} {v:.4g}"
                     for k, v in task.train_metrics(_numbers(totals)).items())
