@@ -44,11 +44,12 @@ def _config(args: argparse.Namespace, task: str):
         load_config_file,
     )
 
-    data = load_config_file(args.config) if getattr(args, "config", None) else {}
-    check_not_legacy(data, f"--config {args.config}")
+    path = getattr(args, "config", None)
+    data = load_config_file(path) if path else {}
+    where = f"--config {path}" if path else "config"
+    check_not_legacy(data, where)
     given = {k: getattr(args, k) for k in config_fields(task) if hasattr(args, k)}
     given.pop("task", None)
-    where = f"--config {args.config}" if getattr(args, "config", None) else "config"
     return config_from_dict(flat_overrides(data, given, task), where)
 
 

@@ -143,6 +143,18 @@ class RunConfig:
         return cfg
 
 
+def _section_classes(task_name: object) -> dict[str, type]:
+    """The dataclass of each section of a run of task ``task_name``, in ``SECTIONS`` order."""
+    return {"task": _task_config_class(task_name), "train": TrainConfig,
+            "optim": OptimConfig, "schedule": ScheduleConfig}
+
+
+def _check_table(key: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"config key {key!r} must be a table, got {value!r} "
+                         f"({type(value).__name__})")
+
+
 def _task_config_class(name: object) -> type:
     from .tasks import TASKS
 
@@ -217,9 +229,7 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
 
 
 def _section_from_dict(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"config key {where!r} must be a table of {cls.__name__} keys, got "
-                         f"{data!r} ({type(data).__name__})")
+    _check_table(where, data)
     hints = _hints(cls)
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(known))
@@ -253,17 +263,13 @@ def config_from_dict(data: Any, where: str = "config") -> RunConfig:
         raise ValueError(f"config key {unknown[0]!r} does not exist (a config has the tables "
                          f"{', '.join(SECTIONS)})")
     task = data.get("task", {})
-    if not isinstance(task, dict):
-        raise ValueError(f"config key 'task' must be a table, got {task!r}")
+    _check_table("task", task)
     from .tasks import DEFAULT_TASK, TASKS
 
     name = task.get("name", DEFAULT_TASK)
     TASKS.check(name, "config key 'task.name'")
-    sections = {"task": _section_from_dict(_task_config_class(name), task, "task")}
-    for key, cls in (("train", TrainConfig), ("optim", OptimConfig),
-                     ("schedule", ScheduleConfig)):
-        sections[key] = _section_from_dict(cls, data.get(key, {}), key)
-    return RunConfig(**sections)
+    return RunConfig(**{key: _section_from_dict(cls, data.get(key, {}), key)
+                        for key, cls in _section_classes(name).items()})
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
@@ -277,7 +283,7 @@ def _check_values(where: str, section: Any) -> None:
         if value is None:
             continue
         meta = f.metadata
-        key = f"{where}.{f.name}" if where != "task" or f.name != "name" else "task.name"
+        key = f"{where}.{f.name}"
         choices = meta.get("choices")
         if choices is not None and value not in (allowed := list(choices())):
             raise ValueError(f"{f.name} must be one of {allowed}, got {value!r} (config key "
@@ -320,10 +326,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 def config_fields(task_name: str) -> dict[str, tuple[str, dataclasses.Field, Any]]:
     """Option name -> (section, field, type) for every field of a task's run config
     (``task`` is ``task.name``)."""
-    classes = {"task": _task_config_class(task_name), "train": TrainConfig,
-               "optim": OptimConfig, "schedule": ScheduleConfig}
     out: dict[str, tuple[str, dataclasses.Field, Any]] = {}
-    for section, cls in classes.items():
+    for section, cls in _section_classes(task_name).items():
         hints = _hints(cls)
         for f in fields(cls):
             key = "task" if (section, f.name) == ("task", "name") else f.name
@@ -340,9 +344,8 @@ def flat_overrides(data: dict[str, Any], overrides: dict[str, Any], task_name: s
     """
     index = config_fields(task_name)
     for key, value in data.items():
-        if key in SECTIONS and not isinstance(value, dict):
-            raise ValueError(f"config key {key!r} must be a table, got {value!r} "
-                             f"({type(value).__name__})")
+        if key in SECTIONS:
+            _check_table(key, value)
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for key, value in overrides.items():
         if key not in index:

@@ -44,6 +44,12 @@ class DigitsConfig:
             self.st_downsample = self.distortion in ("rts", "tc")
 
 
+def _means(split: str, sums) -> dict[str, float]:
+    """Mean cross-entropy and error (%) of a split from its sums."""
+    return {f"{split}_loss": sums["loss"] / sums["count"],
+            f"{split}_error": 100.0 * sums["errors"] / sums["count"]}
+
+
 @TASKS.register("distorted-digits")
 class DistortedDigits(Task):
     """Classification of distorted digits into 10 classes with cross-entropy (Table 1).
@@ -87,8 +93,7 @@ class DistortedDigits(Task):
         return loss, sums
 
     def train_metrics(self, sums) -> dict[str, float]:
-        return {"train_loss": sums["loss"] / sums["count"],
-                "train_error": 100.0 * sums["errors"] / sums["count"]}
+        return _means("train", sums)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1,
@@ -107,8 +112,7 @@ class DistortedDigits(Task):
         return {"loss": loss, "errors": wrong, "count": len(x)}
 
     def eval_metrics(self, sums) -> dict[str, float]:
-        return {"test_loss": sums["loss"] / sums["count"],
-                "test_error": 100.0 * sums["errors"] / sums["count"]}
+        return _means("test", sums)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "distortion": self.cfg.distortion,
