@@ -53,29 +53,67 @@ def _radial(r2: torch.Tensor) -> torch.Tensor:
     return r2 * torch.log(torch.where(r2 > 0, r2, torch.ones_like(r2)))
 
 
-def _mapping(target: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor:
-    """B = [U, 1, g] @ L^-1[:, :K] for targets ``(..., K, 2)``; returns ``(..., P, K)``."""
-    k = target.shape[-2]
+def _system(target: torch.Tensor) -> torch.Tensor:
+    """L = [[U(|t_i - t_j|^2), T], [T^T, 0]] for targets ``(..., K, 2)``: ``(..., K+3, K+3)``."""
     ones = torch.ones(*target.shape[:-1], 1, dtype=target.dtype, device=target.device)
     t_h = torch.cat([ones, target], dim=-1)  # (..., K, 3)
     r2 = (target.unsqueeze(-2) - target.unsqueeze(-3)).pow(2).sum(-1)  # (..., K, K)
     zeros = torch.zeros(*target.shape[:-2], 3, 3, dtype=target.dtype, device=target.device)
-    system = torch.cat(
+    return torch.cat(
         [torch.cat([_radial(r2), t_h], -1), torch.cat([t_h.transpose(-1, -2), zeros], -1)], -2
-    )  # (..., K + 3, K + 3)
-    rhs = torch.eye(k + 3, k, dtype=target.dtype, device=target.device)
-    inv_k, info = torch.linalg.solve_ex(system, rhs.expand(*system.shape[:-1], k))
-    if bool((info != 0).any()) or not bool(torch.isfinite(inv_k).all()):
-        raise ValueError(
-            "target_points give a singular TPS system: they need at least 3 distinct, "
-            "non-collinear points"
-        )
+    )
+
+
+def _features(target: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor:
+    """[U(|g - t|^2), 1, g] for the output points g and targets ``(..., K, 2)``:
+    ``(..., P, K + 3)``."""
     g = homogeneous_grid(spatial, align_corners=align_corners, dtype=target.dtype,
                          device=target.device)[:, :2]  # (P, 2)
     d2 = (g.unsqueeze(-2) - target.unsqueeze(-3)).pow(2).sum(-1)  # (..., P, K)
     g_h = torch.cat([torch.ones_like(g[:, :1]), g], dim=-1).expand(*d2.shape[:-1], 3)
-    feats = torch.cat([_radial(d2), g_h], dim=-1)  # (..., P, K + 3)
-    return feats @ inv_k  # (..., P, K)
+    return torch.cat([_radial(d2), g_h], dim=-1)
+
+
+def _mapping(target: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor:
+    """B = [U, 1, g] @ L^-1[:, :K] for targets ``(..., K, 2)``; returns ``(..., P, K)``."""
+    k = target.shape[-2]
+    system = _system(target)
+    rhs = torch.eye(k + 3, k, dtype=target.dtype, device=target.device)
+    inv_k, info = torch.linalg.solve_ex(system, rhs.expand(*system.shape[:-1], k))
+    if not torch.compiler.is_compiling() and (
+        bool((info != 0).any()) or not bool(torch.isfinite(inv_k).all())
+    ):
+        raise ValueError(
+            "target_points give a singular TPS system: they need at least 3 distinct, "
+            "non-collinear points"
+        )
+    return _features(target, spatial, align_corners) @ inv_k  # (..., P, K)
+
+
+_LATTICE_INVERSES: dict[int, tuple] = {}
+
+
+@torch.compiler.assume_constant_result
+def _lattice_inverse(grid_size: int) -> tuple:
+    """L^-1[:, :K] of the default lattice, ``(K + 3) x K`` Python floats (float64).
+
+    Plain numbers, computed once per grid size: torch.compile and torch.export take them
+    as a constant of the graph (no linear solve in it, nothing ONNX lacks).
+    """
+    if grid_size not in _LATTICE_INVERSES:
+        with torch.inference_mode(False), torch.no_grad():
+            target = lattice(grid_size, dtype=torch.float64)
+            k = target.shape[0]
+            inv = torch.linalg.solve(_system(target), torch.eye(k + 3, k, dtype=torch.float64))
+        _LATTICE_INVERSES[grid_size] = tuple(map(tuple, inv.tolist()))
+    return _LATTICE_INVERSES[grid_size]
+
+
+def _lattice_mapping_uncached(grid_size: int, spatial, align_corners: bool, dtype,
+                              device) -> torch.Tensor:
+    target = lattice(grid_size, dtype=torch.float64, device=device)
+    inv = torch.tensor(_lattice_inverse(grid_size), dtype=torch.float64, device=device)
+    return (_features(target, spatial, align_corners) @ inv).to(dtype)
 
 
 # Each entry is (H*W, K) floats: 4 MB for 256x256 with K = 16 in float32.
@@ -84,8 +122,7 @@ def _lattice_mapping(grid_size: int, spatial, align_corners: bool, dtype, device
     # Built as an ordinary tensor even inside inference_mode, so a cached entry can be
     # used later by code that records gradients.
     with torch.inference_mode(False), torch.no_grad():
-        target = lattice(grid_size, dtype=torch.float64, device=device)
-        return _mapping(target, spatial, align_corners).to(dtype)
+        return _lattice_mapping_uncached(grid_size, spatial, align_corners, dtype, device)
 
 
 def tps_grid(
@@ -156,7 +193,12 @@ def _tps_grid(source_points, spatial, target_points, align_corners: bool) -> tor
     """Unchecked :func:`tps_grid` for a spatial output size."""
     n, k = source_points.shape[:2]
     dtype = compute_dtype(source_points.dtype)
-    if target_points is None:
+    if target_points is None and torch.compiler.is_compiling():
+        # Traced (torch.compile, torch.export): built in the graph from constants, since
+        # a cache of tensors cannot be traced.
+        mapping = _lattice_mapping_uncached(math.isqrt(k), tuple(spatial), align_corners,
+                                            dtype, source_points.device)
+    elif target_points is None:
         mapping = _lattice_mapping(math.isqrt(k), tuple(spatial), align_corners, dtype,
                                    source_points.device)  # (P, K)
     else:

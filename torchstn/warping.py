@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ._checks import check_batch, check_choice, check_spatial_size
@@ -37,7 +36,12 @@ class WarpCall:
 
 
 class Backend:
-    """A way to compute a warp. Subclasses set ``name`` and implement both methods."""
+    """A way to compute a warp. Subclasses set ``name`` and implement both methods.
+
+    ``__call__`` gets the parameters as the caller gave them (in the working dtype) and
+    keeps :func:`warp`'s non-finite rule itself: an image whose parameters have a NaN or
+    inf entry comes out all NaN, with zero gradients, and never disturbs the others.
+    """
 
     name = ""
 
@@ -63,30 +67,31 @@ class TorchBackend(Backend):
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
         x = call.input
-        grid = call.transform._grid(call.params, call.out_size, call.align_corners)
+        params, finite = _nonfinite_as_identity(call.params, call.transform)
+        grid = call.transform._grid(params, call.out_size, call.align_corners)
         if grid.dtype != x.dtype:
             # Half-precision inputs are sampled in float32 (the grid is never rounded to
             # half precision: that would misplace samples by up to a pixel).
             out = sample(x.to(grid.dtype), grid, mode=call.mode,
                          padding_mode=call.padding_mode, align_corners=call.align_corners)
-            return out.to(x.dtype)
-        return sample(x, grid, mode=call.mode, padding_mode=call.padding_mode,
-                      align_corners=call.align_corners)
+            out = out.to(x.dtype)
+        else:
+            out = sample(x, grid, mode=call.mode, padding_mode=call.padding_mode,
+                         align_corners=call.align_corners)
+        return _nan_where(out, finite)
 
 
 class FusedMatrixBackend(Backend):
     """Base of the fused kernels: 2-D matrix families, bilinear/nearest, zeros/border.
 
     A subclass names the package its kernels need (``package``), the input dtypes they
-    take (``dtypes``), where they run (``device_unsupported``) and the autograd function
-    that runs them (``function``), called as ``function.apply(input, matrix (N, 3, 3),
-    out_h, out_w, nearest, border, align_corners, projective)``; or overrides
-    ``__call__``.
+    take (``dtypes``), where they run (``device_unsupported``), and implements
+    ``__call__``, which runs its custom operator (``torch.ops.torchstn.*``) on the input,
+    the family's matrices (or parameters) and :meth:`_options`.
     """
 
     package = ""
     dtypes: tuple[torch.dtype, ...] = ()
-    function: type[torch.autograd.Function]
 
     def __init__(self):
         self._available = importlib.util.find_spec(self.package) is not None
@@ -124,10 +129,6 @@ class FusedMatrixBackend(Backend):
         return (int(call.out_size[0]), int(call.out_size[1]), call.mode == "nearest",
                 call.padding_mode == "border", call.align_corners, call.transform.projective)
 
-    def __call__(self, call: WarpCall) -> torch.Tensor:
-        return self.function.apply(call.input, call.transform._matrix(call.params),
-                                   *self._options(call))
-
 
 # Tried in this order by backend="auto"; the reference path is always last.
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -160,18 +161,6 @@ def select_backend(name: str, call: WarpCall) -> Backend:
     raise AssertionError("the torch backend supports every call")  # pragma: no cover
 
 
-def _all_finite_cpu(params: torch.Tensor) -> bool:
-    """Whether every entry of a CPU tensor is finite.
-
-    NumPy's check costs a quarter of torch's few-op one on a small tensor; tensors
-    without plain storage (``torch.func`` wrappers) take torch's.
-    """
-    try:
-        return bool(np.isfinite(params.detach().numpy()).all())
-    except (RuntimeError, TypeError):
-        return bool(torch.isfinite(params).all())
-
-
 def _nonfinite_as_identity(params: torch.Tensor, tf: Transform):
     """Replace the parameters of images with a non-finite entry by the identity.
 
@@ -189,10 +178,9 @@ def _nan_where(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
     """Make every output value of an image with non-finite parameters NaN.
 
     A diverging localisation network then shows up in the loss rather than as a
-    plausible-looking image.
+    plausible-looking image. No data-dependent branch: the same graph for every value,
+    so the warp compiles and exports whole.
     """
-    if out.device.type == "cpu" and bool(finite.all()):
-        return out
     shape = (-1,) + (1,) * (out.dim() - 1)
     return torch.where(finite.view(shape), out, torch.full_like(out, float("nan")))
 
@@ -217,6 +205,15 @@ def warp(
     Non-finite parameters: every output value of an image whose parameters contain NaN
     or inf is NaN (other images of the batch are unaffected); gradients to such
     parameters are zero.
+
+    Autocast: the warp is not autocast. It runs in the input's dtype (float16 and
+    bfloat16 inputs in float32, returned in their dtype) with parameters cast to that
+    working dtype, whatever autocast is enabled; the grid is never computed in half
+    precision.
+
+    Compile and export: ``warp`` has no data-dependent Python branch, and the fused
+    backends are PyTorch custom operators (``torch.ops.torchstn.*``), so
+    ``torch.compile(..., fullgraph=True)`` and ``torch.export.export`` capture it whole.
 
     Args:
         input: ``(N, C, H, W)``, or ``(N, C, D, H, W)`` for 3-D families (``affine3d``).
@@ -250,13 +247,13 @@ def warp(
     spatial = tuple(input.shape[2:])
     out_size = spatial if out_size is None else check_spatial_size("out_size", out_size, tf.ndim)
     work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
-    params = params.to(work_dtype)
-    # On the CPU, checking once costs less than masking every call (no device sync there).
-    if params.device.type == "cpu" and _all_finite_cpu(params):
-        clean, finite = params, None
-    else:
-        clean, finite = _nonfinite_as_identity(params, tf)
-    call = WarpCall(input, clean, tf, out_size, mode, padding_mode, bool(align_corners))
-    out = select_backend(backend, call)(call)
-    return out if finite is None else _nan_where(out, finite)
-
+    call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
+                    bool(align_corners))
+    chosen = select_backend(backend, call)
+    device = input.device.type
+    if torch.is_autocast_enabled(device):
+        # Autocast would run the grid's matrix products in half precision, misplacing
+        # samples by up to a pixel: the warp keeps the precision it was given.
+        with torch.autocast(device, enabled=False):
+            return chosen(call)
+    return chosen(call)

@@ -211,53 +211,131 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
     return (gx if need_x else None), total
 
 
-class _FusedWarp(torch.autograd.Function):
-    """The fused warp. ``theta``: the (N, 3, 3) matrices, or where ``entries`` is an int
-    the (N, entries) parameters that are their first entries (row-major; the rest are the
-    identity's): the matrix is then built in NumPy and its gradient sliced, which spares
-    a few autograd nodes per call (a tenth of a small warp's time)."""
+# --- The custom operators -------------------------------------------------------------
+#
+# torchstn::numba_warp(input, theta, ...) is the fused warp as a PyTorch operator: its CPU
+# implementation runs the kernels above, its fake implementation gives the output's shape
+# (so torch.compile and torch.export trace through it without running it), and its
+# autograd formula calls torchstn::numba_warp_backward. theta is (N, E), 1 <= E <= 9:
+# the first E entries, row-major, of each image's 3x3 matrix, the rest the identity's
+# (affine parameters are E = 6, projective E = 8, any other matrix family E = 9); building
+# the matrix here spares a few autograd nodes per call (a tenth of a small warp's time).
+#
+# The non-finite rule is the operator's own: an image whose theta has a NaN or inf entry
+# is warped as the identity and its output set to NaN; its gradients are zero. Checked
+# in NumPy inside the implementation, where a data-dependent branch costs nothing and is
+# invisible to the compiler.
 
-    @staticmethod
-    def forward(ctx, input, theta, entries, out_h, out_w, nearest, border, align, projective):
-        x = input.detach().contiguous()
-        n = x.shape[0]
-        if entries is None:
-            m = theta.detach().to(torch.float64).contiguous().numpy()
-        else:
-            m = np.empty((n, 9))
-            m[:] = _EYE9
-            m[:, :entries] = theta.detach().numpy()
-            m = m.reshape(n, 3, 3)
-        eps16 = _eps16(theta.dtype)
-        out = fused_forward(x, m, out_h, out_w, nearest, border, align, projective, eps16)
-        ctx.save_for_backward(x)
-        ctx.m = m
-        ctx.options = (entries, nearest, border, align, projective, eps16, theta.dtype)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
-            raise RuntimeError(
-                "backend 'numba' does not support double backward (create_graph=True); "
-                "use backend='torch' for higher-order gradients"
-            )
-        (x,) = ctx.saved_tensors
-        m = ctx.m
-        entries, nearest, border, align, projective, eps16, theta_dtype = ctx.options
-        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_x or need_m):
-            return (None,) * 9
-        gx, total = fused_backward(x, m, grad_out, need_x, need_m, nearest, border, align,
-                                   projective, eps16)
-        grad_theta = None
-        if need_m:
-            if entries is not None:
-                total = total.reshape(x.shape[0], 9)[:, :entries]
-            elif not projective:
-                total[:, 2] = 0.0  # the affine path never reads the last row
-            grad_theta = torch.from_numpy(np.ascontiguousarray(total)).to(theta_dtype)
-        return gx, grad_theta, None, None, None, None, None, None, None
+def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int) -> None:
+    if input.dim() != 4 or input.dtype not in (torch.float32, torch.float64):
+        raise ValueError("torchstn::numba_warp: input must be a (N, C, H, W) float32 or "
+                         f"float64 tensor, got {tuple(input.shape)} {input.dtype}")
+    if theta.dim() != 2 or not 1 <= theta.shape[1] <= 9 or theta.shape[0] != input.shape[0] \
+            or not theta.is_floating_point():
+        raise ValueError("torchstn::numba_warp: theta must be a floating (N, E) tensor with "
+                         f"N = {input.shape[0]} and 1 <= E <= 9, got {tuple(theta.shape)} "
+                         f"{theta.dtype}")
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"torchstn::numba_warp: out_h and out_w must be >= 1, got "
+                         f"{out_h} and {out_w}")
+
+
+def _matrices(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (N, 3, 3) float64 matrices of theta, and the mask of non-finite images (None if
+    all are finite); non-finite images get the identity."""
+    n, e = theta.shape
+    m = np.empty((n, 9))
+    m[:] = _EYE9
+    m[:, :e] = theta.detach().cpu().numpy()
+    bad = ~np.isfinite(m).all(1)
+    if bad.any():
+        m[bad] = _EYE9
+    else:
+        bad = None
+    return m.reshape(n, 3, 3), bad
+
+
+@torch.library.custom_op("torchstn::numba_warp", mutates_args=(), device_types="cpu")
+def numba_warp(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int,
+               nearest: bool, border: bool, align_corners: bool,
+               projective: bool) -> torch.Tensor:
+    """The fused warp of ``input`` ``(N, C, H, W)`` by ``theta`` ``(N, E)`` (see above):
+    ``(N, C, out_h, out_w)``, contiguous, dtype of ``input``."""
+    _check_op_args(input, theta, out_h, out_w)
+    m, bad = _matrices(theta)
+    out = fused_forward(input.contiguous(), m, out_h, out_w, nearest, border, align_corners,
+                        projective, _eps16(theta.dtype))
+    if bad is not None:
+        out[torch.from_numpy(bad)] = float("nan")
+    return out
+
+
+@numba_warp.register_fake
+def _(input, theta, out_h, out_w, nearest, border, align_corners, projective):
+    _check_op_args(input, theta, out_h, out_w)
+    return input.new_empty(input.shape[0], input.shape[1], out_h, out_w)
+
+
+@torch.library.custom_op("torchstn::numba_warp_backward", mutates_args=(), device_types="cpu")
+def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, theta: torch.Tensor,
+                        nearest: bool, border: bool, align_corners: bool, projective: bool,
+                        need_input: bool,
+                        need_theta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_theta)``, like
+    ``input`` and ``theta``; an empty tensor for a gradient not asked for."""
+    n, e = theta.shape
+    m, bad = _matrices(theta)
+    go = grad_out
+    if bad is not None:
+        go = grad_out.clone()
+        go[torch.from_numpy(bad)] = 0.0
+    gx = gm = None
+    if need_input or need_theta:
+        gx, gm = fused_backward(input.contiguous(), m, go, need_input, need_theta, nearest,
+                                border, align_corners, projective, _eps16(theta.dtype))
+    if need_theta:
+        gm = gm.reshape(n, 9)[:, :e]
+        if not projective and e > 6:
+            gm[:, 6:] = 0.0  # the affine path never reads the last row
+        grad_theta = torch.from_numpy(np.ascontiguousarray(gm)).to(theta.dtype)
+    else:
+        grad_theta = theta.new_empty(0)
+    return (gx if need_input else input.new_empty(0)), grad_theta
+
+
+@numba_warp_backward.register_fake
+def _(grad_out, input, theta, nearest, border, align_corners, projective, need_input,
+      need_theta):
+    return (input.new_empty(input.shape) if need_input else input.new_empty(0),
+            theta.new_empty(theta.shape) if need_theta else theta.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    input, theta, _, _, nearest, border, align, projective = inputs
+    ctx.save_for_backward(input, theta)
+    ctx.options = (nearest, border, align, projective)
+
+
+def _backward(ctx, grad_out):
+    input, theta = ctx.saved_tensors
+    need_input, need_theta = ctx.needs_input_grad[:2]
+    gx, gt = torch.ops.torchstn.numba_warp_backward(grad_out, input, theta, *ctx.options,
+                                                   need_input, need_theta)
+    return ((gx if need_input else None), (gt if need_theta else None),
+            None, None, None, None, None, None)
+
+
+numba_warp.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, grad_input, grad_theta):
+    raise RuntimeError("backend 'numba' does not support double backward (create_graph=True); "
+                       "use backend='torch' for higher-order gradients")
+
+
+numba_warp_backward.register_autograd(_no_double_backward,
+                                      setup_context=lambda ctx, inputs, output: None)
 
 
 class NumbaBackend(FusedMatrixBackend):
@@ -275,5 +353,5 @@ class NumbaBackend(FusedMatrixBackend):
     def __call__(self, call: WarpCall) -> torch.Tensor:
         tf = call.transform
         entries = tf._param_entries()
-        theta = call.params if entries is not None else tf._matrix(call.params)
-        return _FusedWarp.apply(call.input, theta, entries, *self._options(call))
+        theta = call.params if entries is not None else tf._matrix(call.params).flatten(1)
+        return torch.ops.torchstn.numba_warp(call.input, theta, *self._options(call))

@@ -54,6 +54,25 @@ def _fixed_point_scale(grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.exp2(exponent).float().contiguous(), torch.isfinite(total)
 
 
+class _Skip:
+    """A launcher that runs nothing: tracing with fake tensors under the interpreter,
+    where the output's shape is all that is computed."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def _launcher(kernel, probe: torch.Tensor):
+    """``kernel`` as a traceable launch (``torch.library.wrap_triton``), so that
+    torch.compile and torch.export see into it. Triton's interpreter has no traceable
+    form: it launches eagerly on real tensors and skips fake ones (shape inference)."""
+    if interpreting():
+        from torch._subclasses.fake_tensor import is_fake
+
+        return _Skip() if is_fake(probe) else kernel
+    return torch.library.wrap_triton(kernel)
+
+
 def fused_forward(x: torch.Tensor, m: torch.Tensor, out_h: int, out_w: int, nearest: bool,
                   border: bool, align: bool, projective: bool) -> torch.Tensor:
     """The warp of ``x`` by the matrices ``m``: ``(N, C, out_h, out_w)``, dtype of ``x``.
@@ -71,7 +90,7 @@ def fused_forward(x: torch.Tensor, m: torch.Tensor, out_h: int, out_w: int, near
                       else torch.contiguous_format)
     blocks = -(-out_h * out_w // k.BLOCK)
     with _on(x.device):
-        k.warp_fwd_kernel[(n * blocks,)](
+        _launcher(k.warp_fwd_kernel, x)[(n * blocks,)](
             x, m, out, c, h, w, out_h, out_w, blocks, *x.stride(), *out.stride(), _EPS16,
             NEAREST=nearest, BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
     return out
@@ -97,7 +116,7 @@ def fused_backward(x: torch.Tensor, m: torch.Tensor, grad_out: torch.Tensor, nee
         torch.zeros(1, dtype=torch.int64, device=dev)
     part = torch.zeros(n, programs, 9, dtype=torch.float32, device=dev)
     with _on(dev):
-        k.warp_bwd_kernel[(n * programs,)](
+        _launcher(k.warp_bwd_kernel, x)[(n * programs,)](
             x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, programs, *x.stride(),
             *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
             BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
@@ -106,8 +125,8 @@ def fused_backward(x: torch.Tensor, m: torch.Tensor, grad_out: torch.Tensor, nee
         gx = torch.empty(n, c, h, w, dtype=torch.float32, device=dev)
         total = q.numel()
         with _on(dev):
-            k.fixed_to_float_kernel[(-(-total // 1024),)](q, scale, gx, c * h * w, total,
-                                                         BLOCK=1024)
+            _launcher(k.fixed_to_float_kernel, x)[(-(-total // 1024),)](
+                q, scale, gx, c * h * w, total, BLOCK=1024)
         gx = gx.to(x.dtype)
         # Non-finite output gradients have no fixed-point form: say so with NaN.
         gx = torch.where(finite.view(-1, 1, 1, 1), gx, torch.full_like(gx, float("nan")))
@@ -118,33 +137,81 @@ def fused_backward(x: torch.Tensor, m: torch.Tensor, grad_out: torch.Tensor, nee
     return gx, gm
 
 
-class _TritonWarp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, matrix, out_h, out_w, nearest, border, align, projective):
-        x = input.detach()
-        m = matrix.detach().to(torch.float32).contiguous()
-        out = fused_forward(x, m, out_h, out_w, nearest, border, align, projective)
-        ctx.save_for_backward(x, m)
-        ctx.options = (nearest, border, align, projective, matrix.dtype)
-        return out
+# --- The custom operators -------------------------------------------------------------
+#
+# torchstn::triton_warp(input, matrix, ...) is the fused warp as a PyTorch operator made
+# with torch.library.triton_op: its implementation is torch operations plus Triton
+# launches that torch.compile and torch.export can see into (Inductor schedules the
+# kernels itself). matrix is (N, 3, 3), any floating dtype; the kernels read it in
+# float32. The non-finite rule is written in torch operations without a branch: an image
+# whose matrix has a NaN or inf entry is warped as the identity, its output set to NaN and
+# its gradients zeroed. The autograd formula calls torchstn::triton_warp_backward.
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "backend 'triton' does not support double backward (create_graph=True); "
-                "use backend='torch' for higher-order gradients"
-            )
-        x, m = ctx.saved_tensors
-        nearest, border, align, projective, m_dtype = ctx.options
-        need_x, need_m = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_x or need_m):
-            return (None,) * 8
-        gx, gm = fused_backward(x, m, grad_out, need_x, need_m, nearest, border, align,
-                                projective)
-        if gm is not None:
-            gm = gm.to(m_dtype)
-        return gx, gm, None, None, None, None, None, None
+
+def _finite_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 matrices with non-finite ones replaced by the identity, finite mask (N,))."""
+    finite = torch.isfinite(matrix).flatten(1).all(1)
+    eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
+    clean = torch.where(finite.view(-1, 1, 1), matrix, eye)
+    return clean.to(torch.float32).contiguous(), finite
+
+
+@torch.library.triton_op("torchstn::triton_warp", mutates_args=())
+def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
+                nearest: bool, border: bool, align_corners: bool,
+                projective: bool) -> torch.Tensor:
+    """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
+    ``(N, C, out_h, out_w)``, dtype of ``input`` (channels-last where ``input`` is)."""
+    m, finite = _finite_rows(matrix)
+    out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective)
+    return torch.where(finite.view(-1, 1, 1, 1), out, torch.full_like(out, float("nan")))
+
+
+@torch.library.triton_op("torchstn::triton_warp_backward", mutates_args=())
+def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
+                         nearest: bool, border: bool, align_corners: bool, projective: bool,
+                         need_input: bool,
+                         need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`triton_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
+    like ``input`` (contiguous) and ``matrix``; an empty tensor for one not asked for."""
+    m, finite = _finite_rows(matrix)
+    go = torch.where(finite.view(-1, 1, 1, 1), grad_out, torch.zeros_like(grad_out))
+    gx, gm = input.new_empty(0), matrix.new_empty(0)
+    if need_input or need_matrix:
+        dx, dm = fused_backward(input, m, go, need_input, need_matrix, nearest, border,
+                                align_corners, projective)
+        if need_input:
+            gx = dx
+        if need_matrix:
+            gm = dm.to(matrix.dtype)
+    return gx, gm
+
+
+def _setup_context(ctx, inputs, output):
+    input, matrix, _, _, nearest, border, align, projective = inputs
+    ctx.save_for_backward(input, matrix)
+    ctx.options = (nearest, border, align, projective)
+
+
+def _backward(ctx, grad_out):
+    input, matrix = ctx.saved_tensors
+    need_input, need_matrix = ctx.needs_input_grad[:2]
+    gx, gm = torch.ops.torchstn.triton_warp_backward(grad_out, input, matrix, *ctx.options,
+                                                    need_input, need_matrix)
+    return ((gx if need_input else None), (gm if need_matrix else None),
+            None, None, None, None, None, None)
+
+
+triton_warp.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, grad_input, grad_matrix):
+    raise RuntimeError("backend 'triton' does not support double backward (create_graph=True); "
+                       "use backend='torch' for higher-order gradients")
+
+
+triton_warp_backward.register_autograd(_no_double_backward,
+                                       setup_context=lambda ctx, inputs, output: None)
 
 
 class TritonBackend(FusedMatrixBackend):
@@ -153,13 +220,22 @@ class TritonBackend(FusedMatrixBackend):
     name = "triton"
     package = "triton"
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
-    function = _TritonWarp
 
     def device_unsupported(self, x: torch.Tensor) -> str | None:
         if x.device.type != "cuda" and not (x.device.type == "cpu" and interpreting()):
             return (f"it runs on CUDA tensors (or on the CPU under TRITON_INTERPRET=1), got a "
                     f"tensor on {x.device}")
+        if interpreting() and (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            return ("Triton's interpreter (TRITON_INTERPRET=1) runs kernels eagerly only, not "
+                    "inside torch.compile or torch.export")
         return None
 
+    def __call__(self, call: WarpCall) -> torch.Tensor:
+        return torch.ops.torchstn.triton_warp(call.input, call.transform._matrix(call.params),
+                                              *self._options(call))
+
     def automatic(self, call: WarpCall) -> bool:
-        return call.input.device.type == "cuda"  # the interpreter only when asked for
+        # Never chosen by backend="auto" (not even on CUDA) until scripts/gpu-check.sh has
+        # passed on a GPU and shown the kernels faster than PyTorch's; opt in with
+        # backend="triton".
+        return False

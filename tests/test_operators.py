@@ -1,0 +1,201 @@
+"""The fused warps as PyTorch operators: opcheck, torch.compile(fullgraph=True),
+torch.export with a dynamic batch, autocast."""
+
+import pytest
+import torch
+from torch.export import Dim
+
+import torchstn as ts
+from torchstn.ops.numba import backend as numba_backend
+
+FAMILIES_2D = ["translation", "attention", "rotation", "similarity", "affine", "projective",
+               "tps"]
+MATRIX_FAMILIES = FAMILIES_2D[:-1]
+
+
+def _theta(n, e, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    eye = torch.eye(3, dtype=torch.float64).reshape(9)[:e]
+    return (eye + 0.2 * torch.randn(n, e, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def _numba_samples():
+    """(args) of torchstn::numba_warp: entries 6 (affine), 8 (projective) and 9 (a full
+    matrix), both dtypes, modes and paddings, every requires_grad combination, and one
+    image with a non-finite entry."""
+    samples = []
+    for e, projective, dtype, nearest, border, align, grads in [
+        (6, False, torch.float64, False, False, False, (True, True)),
+        (8, True, torch.float64, False, True, True, (True, True)),
+        (9, False, torch.float32, True, False, True, (False, True)),
+        (6, False, torch.float32, False, True, False, (True, False)),
+        (9, True, torch.float64, False, False, False, (False, False)),
+    ]:
+        x = torch.rand(3, 2, 5, 6, dtype=dtype).requires_grad_(grads[0])
+        theta = _theta(3, e, dtype).requires_grad_(grads[1])
+        samples.append((x, theta, 4, 7, nearest, border, align, projective))
+    theta = _theta(2, 6)
+    theta[1, 0] = float("nan")
+    samples.append((torch.rand(2, 1, 4, 4, dtype=torch.float64, requires_grad=True),
+                    theta.requires_grad_(True), 3, 3, False, False, False, False))
+    return samples
+
+
+@pytest.mark.parametrize("index", range(len(_numba_samples())))
+def test_opcheck_numba_warp(index):
+    args = _numba_samples()[index]
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor",
+             "test_aot_dispatch_dynamic")
+    if not torch.isfinite(args[1]).all():
+        utils = utils[:-1]  # its comparison of outputs takes NaN for a mismatch
+    torch.library.opcheck(torch.ops.torchstn.numba_warp.default, args, test_utils=utils)
+
+
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True), (False, False)])
+def test_opcheck_numba_warp_backward(need):
+    x = torch.rand(2, 3, 5, 6, dtype=torch.float64)
+    theta = _theta(2, 8)
+    grad_out = torch.randn(2, 3, 4, 7, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.torchstn.numba_warp_backward.default,
+                          (grad_out, x, theta, False, True, False, True, *need))
+
+
+def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
+    """Under the interpreter the Triton launches cannot be traced (see gpu-check.sh for
+    the full opcheck on CUDA): schema, fake tensors and autograd registration here."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA, scripts/gpu-check.sh runs the full opcheck")
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    x = torch.rand(2, 3, 5, 6, requires_grad=True)
+    m = ts.get_transform("affine").matrix(_theta(2, 6, torch.float32)).requires_grad_(True)
+    torch.library.opcheck(torch.ops.torchstn.triton_warp.default,
+                          (x, m, 4, 7, False, True, False, False), test_utils=utils)
+    torch.library.opcheck(torch.ops.torchstn.triton_warp_backward.default,
+                          (torch.randn(2, 3, 4, 7), x.detach(), m.detach(), False, True,
+                           False, False, True, True), test_utils=utils)
+
+
+def test_op_errors_name_the_argument():
+    x = torch.rand(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"theta must be a floating \(N, E\) tensor with N = 1"):
+        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 10), 4, 4, False, False, False, False)
+    with pytest.raises(ValueError, match="input must be a .* float32 or float64 tensor"):
+        torch.ops.torchstn.numba_warp(x.half(), torch.zeros(1, 6), 4, 4, False, False, False,
+                                      False)
+    with pytest.raises(ValueError, match="out_h and out_w must be >= 1, got 0 and 4"):
+        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6), 0, 4, False, False, False, False)
+
+
+def _stn(family, backend, seed=0, **kw):
+    torch.manual_seed(seed)
+    stn = ts.SpatialTransformer(None, family, in_channels=2, loc_features=64,
+                                backend=backend, **kw)
+    with torch.no_grad():  # away from the identity, so the warp does something
+        stn.head.weight.normal_(0, 0.02)
+    return stn
+
+
+class _Graphs:
+    """A torch.compile backend (AOTAutograd, eager kernels) that keeps the forward and
+    backward graphs it was given."""
+
+    def __init__(self):
+        from functorch.compile import make_boxed_func
+        from torch._dynamo.backends.common import aot_autograd
+
+        self.graphs = []
+
+        def keep(gm, example_inputs):
+            self.graphs.append(gm)
+            return make_boxed_func(gm.forward)
+
+        self.backend = aot_autograd(fw_compiler=keep, bw_compiler=keep)
+
+    def targets(self):
+        return [{str(node.target) for node in g.graph.nodes if node.op == "call_function"}
+                for g in self.graphs]
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("family", FAMILIES_2D)
+def test_compile_fullgraph_equals_eager_and_keeps_the_fused_op(family, backend):
+    torch._dynamo.reset()
+    stn = _stn(family, backend, out_size=(9, 7))
+    x = torch.rand(3, 2, 12, 10, requires_grad=True)
+    graphs = _Graphs()
+    compiled = torch.compile(stn, fullgraph=True, backend=graphs.backend)
+    out = compiled(x)
+    ref = stn(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *stn.parameters()], g)
+    want = torch.autograd.grad(ref, [x, *stn.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    forward, backward = graphs.targets()
+    fused = backend == "auto" and family != "tps"  # auto: numba where it applies
+    assert ("torchstn.numba_warp.default" in forward) == fused
+    assert ("torchstn.numba_warp_backward.default" in backward) == fused
+    if not fused:
+        assert "aten.grid_sampler_2d.default" in forward
+
+
+def test_compile_with_inductor_runs_the_numba_kernels(monkeypatch):
+    torch._dynamo.reset()
+    calls = []
+    for name in ("fused_forward", "fused_backward"):
+        real = getattr(numba_backend, name)
+        monkeypatch.setattr(numba_backend, name,
+                            lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    stn = _stn("affine", "numba")
+    x = torch.rand(4, 2, 16, 16)
+    compiled = torch.compile(stn, fullgraph=True)
+    compiled(x).sum().backward()  # compiles; tracing uses the fake kernels only
+    calls.clear()
+    out = compiled(x)
+    assert calls == ["fused_forward"]
+    out.sum().backward()
+    assert calls == ["fused_forward", "fused_backward"]
+    torch.testing.assert_close(out, stn(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("family", FAMILIES_2D)
+def test_export_with_a_dynamic_batch(family, backend):
+    stn = _stn(family, backend).eval()
+    x = torch.rand(3, 2, 12, 10)
+    program = torch.export.export(stn, (x,), dynamic_shapes={"x": {0: Dim("batch")}})
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert ("torchstn.numba_warp.default" in targets) == (backend == "auto" and family != "tps")
+    for n in (2, 5):
+        other = torch.rand(n, 2, 12, 10)
+        torch.testing.assert_close(program.module()(other), stn(other), rtol=0, atol=1e-6)
+
+
+def test_export_keeps_the_nonfinite_rule():
+    stn = _stn("affine", "numba").eval()
+    with torch.no_grad():
+        stn.head.bias[0] = float("inf")
+        stn.head.weight.zero_()
+    x = torch.rand(2, 2, 6, 6)
+    program = torch.export.export(stn, (x,), dynamic_shapes={"x": {0: Dim("batch")}})
+    assert torch.isnan(program.module()(torch.rand(3, 2, 6, 6))).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_autocast_does_not_lower_the_warp(backend):
+    """Under bfloat16 autocast the warp runs in the input's precision: equal to the
+    float32 warp by the same (bfloat16-rounded) parameters, in the input's dtype."""
+    x = torch.rand(4, 3, 20, 20)
+    p = ts.get_transform("projective").identity() + 0.1 * torch.randn(4, 8)
+    p16 = p.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ts.warp(x, p16, "projective", backend=backend)
+    ref = ts.warp(x, p16.float(), "projective", backend=backend)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    # A bfloat16 input (a feature map made under autocast) stays bfloat16.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out16 = ts.warp(x.bfloat16(), p16, "projective", backend="auto")
+    assert out16.dtype == torch.bfloat16
