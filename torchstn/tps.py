@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from ._checks import check_batch, check_float, check_shape, check_size, check_tensor, shape_str
@@ -101,10 +102,16 @@ def _lattice_inverse(grid_size: int) -> tuple:
     as a constant of the graph (no linear solve in it, nothing ONNX lacks).
     """
     if grid_size not in _LATTICE_INVERSES:
-        with torch.inference_mode(False), torch.no_grad():
-            target = lattice(grid_size, dtype=torch.float64)
-            k = target.shape[0]
-            inv = torch.linalg.solve(_system(target), torch.eye(k + 3, k, dtype=torch.float64))
+        # NumPy, not torch: under torch.export the torch operations would be traced.
+        t = np.linspace(-1.0, 1.0, grid_size)
+        y, x = np.meshgrid(t, t, indexing="ij")
+        target = np.stack([x.reshape(-1), y.reshape(-1)], axis=1)  # as lattice()
+        k = len(target)
+        r2 = ((target[:, None] - target[None]) ** 2).sum(-1)
+        radial = r2 * np.log(np.where(r2 > 0, r2, 1.0))
+        t_h = np.concatenate([np.ones((k, 1)), target], axis=1)
+        system = np.block([[radial, t_h], [t_h.T, np.zeros((3, 3))]])
+        inv = np.linalg.solve(system, np.eye(k + 3, k))
         _LATTICE_INVERSES[grid_size] = tuple(map(tuple, inv.tolist()))
     return _LATTICE_INVERSES[grid_size]
 

@@ -186,9 +186,9 @@ class MatrixTransform(Transform):
 def _homogeneous(theta: torch.Tensor) -> torch.Tensor:
     """(N, d, d + 1) -> (N, d + 1, d + 1) by appending the row (0, ..., 0, 1)."""
     n, d = theta.shape[0], theta.shape[1]
-    last = torch.zeros(n, 1, d + 1, dtype=theta.dtype, device=theta.device)
-    last[:, 0, d] = 1
-    return torch.cat([theta, last], dim=1)
+    last = torch.zeros(1, 1, d + 1, dtype=theta.dtype, device=theta.device)
+    last[0, 0, d] = 1
+    return torch.cat([theta, last.expand(n, 1, d + 1)], dim=1)
 
 
 def _rotation_scale(angle: torch.Tensor, scale: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -99,6 +99,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchstn.export import export_onnx
+
+    from .engine import load_run
+
+    cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir)
+    example = task.example_inputs(2)
+    path = export_onnx(model, example, args.onnx, opset_version=args.opset)
+    line = f"wrote {path} (ONNX opset {args.opset}, any batch size)"
+    try:
+        import onnxruntime
+    except ImportError:
+        print(line + "; onnxruntime is not installed, so it was not checked")
+        return 0
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = task.example_inputs(5)  # another batch size than the one exported
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), check)}
+    got = session.run(None, feeds)[0]
+    with torch.no_grad():
+        want = model(*check).numpy()
+    print(f"{line}; onnxruntime matches PyTorch to {abs(got - want).max():.1e} on 5 test "
+          "inputs")
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     from .engine import load_run
 
@@ -215,6 +242,16 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         _add_data_args(p)
         p.set_defaults(func=func)
 
+    from torchstn.export import OPSET
+
+    exp = sub.add_parser("export", help="write a trained run's model as an ONNX file")
+    exp.add_argument("run", help="run folder written by torchstn train")
+    exp.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    exp.add_argument("--opset", type=int, default=OPSET,
+                     help=f"ONNX opset (default: {OPSET})")
+    _add_data_args(exp)
+    exp.set_defaults(func=_export)
+
     rep = sub.add_parser("reproduce", help="reproduce a table of the paper")
     rep.add_argument("table", choices=["table1"])
     rep.add_argument("--distortions", nargs="+", default=None,
@@ -306,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, OSError, FloatingPointError) as e:
         _say(args.command, str(e))
         return 2
+    except (ImportError, NotImplementedError) as e:  # an extra not installed; no export
+        _say(args.command, str(e))
+        return 1
     except KeyboardInterrupt:
         saved = args.command == "train" and (Path(args.out) / "checkpoint.safetensors").exists()
         resume = " (the last finished epoch is saved: --resume continues)" if saved else ""

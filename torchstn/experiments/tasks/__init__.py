@@ -81,6 +81,12 @@ class Task:
         """Test metrics from the summed :meth:`evaluate` sums; ``test_error`` among them."""
         raise NotImplementedError
 
+    def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
+        """Inputs of the task's model, as its test set gives them (for tracing and export:
+        ``torchstn export``)."""
+        raise NotImplementedError(f"task {self.name!r} does not say what its model takes, "
+                                  "so its runs cannot be exported")
+
     def summary(self) -> dict[str, Any]:
         """What ``metrics.json`` records of the task besides its metrics."""
         return {}

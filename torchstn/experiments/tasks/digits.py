@@ -121,6 +121,9 @@ class DistortedDigits(Task):
     def describe(self) -> str:
         return f"{self.cfg.model} on {self.cfg.dataset} {self.cfg.distortion.upper()}"
 
+    def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
+        return (self.test_images(batch_size),)
+
     def test_images(self, n: int = 10) -> torch.Tensor:
         """The first ``n`` test images as floats in [0, 1], on the task's device."""
         return self.data.test_set()[0][:n].to(self.device).float() / 255
