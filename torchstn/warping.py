@@ -123,6 +123,19 @@ class FusedMatrixBackend(Backend):
         return None
 
     @staticmethod
+    def _matrices(call: WarpCall) -> torch.Tensor:
+        """The (N, 3, 3) matrices of the call's parameters, NaN for the images whose
+        parameters are not finite (the operators' non-finite rule then applies).
+
+        Such images' matrices are built from the identity and replaced by NaN
+        afterwards: the chain rule through the family's map (a cosine of NaN, ...)
+        would otherwise turn their zero gradient into NaN.
+        """
+        clean, finite = _nonfinite_as_identity(call.params, call.transform)
+        m = call.transform._matrix(clean)
+        return torch.where(finite.view(-1, 1, 1), m, torch.full_like(m, float("nan")))
+
+    @staticmethod
     def _options(call: WarpCall) -> tuple:
         """The arguments after the matrix: out_h, out_w, nearest, border, align_corners,
         projective."""

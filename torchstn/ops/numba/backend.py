@@ -353,5 +353,5 @@ class NumbaBackend(FusedMatrixBackend):
     def __call__(self, call: WarpCall) -> torch.Tensor:
         tf = call.transform
         entries = tf._param_entries()
-        theta = call.params if entries is not None else tf._matrix(call.params).flatten(1)
+        theta = call.params if entries is not None else self._matrices(call).flatten(1)
         return torch.ops.torchstn.numba_warp(call.input, theta, *self._options(call))

@@ -231,7 +231,7 @@ class TritonBackend(FusedMatrixBackend):
         return None
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
-        return torch.ops.torchstn.triton_warp(call.input, call.transform._matrix(call.params),
+        return torch.ops.torchstn.triton_warp(call.input, self._matrices(call),
                                               *self._options(call))
 
     def automatic(self, call: WarpCall) -> bool:
