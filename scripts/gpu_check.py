@@ -112,6 +112,9 @@ def opcheck(device, quick):
     utils = ["test_schema", "test_autograd_registration", "test_faketensor"]
     if device == "cuda":
         utils += ["test_aot_dispatch_static", "test_aot_dispatch_dynamic"]
+    from torchstn.ops.triton.backend import register_ops
+
+    register_ops()
     gen = torch.Generator().manual_seed(1)
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.rand(2, 3, 5, 6, generator=gen).to(device, dtype).requires_grad_(True)

@@ -114,3 +114,20 @@ def test_export_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "no checkpoint.safetensors" in capsys.readouterr().err
+
+
+def test_plain_torch_onnx_export_of_the_reference_path(tmp_path):
+    """Without export_onnx: torch.onnx.export itself, on a model on backend="torch"."""
+    torch.manual_seed(0)
+    stn = ts.SpatialTransformer(nn.Flatten(), "projective", loc_features=36,
+                                backend="torch").eval()
+    with torch.no_grad():
+        stn.head.weight.normal_(0, 0.05)
+    x = torch.rand(2, 1, 6, 6)
+    program = torch.onnx.export(stn, (x,), dynamo=True, opset_version=OPSET,
+                                dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    program.save(str(tmp_path / "plain.onnx"))
+    other = torch.rand(4, 1, 6, 6)
+    (got,) = _run(tmp_path / "plain.onnx", other)
+    with torch.no_grad():
+        assert np.abs(got - stn(other).numpy()).max() <= 1e-5

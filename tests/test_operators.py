@@ -67,6 +67,9 @@ def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
     if torch.cuda.is_available():
         pytest.skip("on CUDA, scripts/gpu-check.sh runs the full opcheck")
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    from torchstn.ops.triton.backend import register_ops
+
+    register_ops()
     x = torch.rand(2, 3, 5, 6, requires_grad=True)
     m = ts.get_transform("affine").matrix(_theta(2, 6, torch.float32)).requires_grad_(True)
     torch.library.opcheck(torch.ops.torchstn.triton_warp.default,
@@ -85,6 +88,14 @@ def test_op_errors_name_the_argument():
                                       False)
     with pytest.raises(ValueError, match="out_h and out_w must be >= 1, got 0 and 4"):
         torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6), 0, 4, False, False, False, False)
+
+
+def test_the_tps_constant_mark_is_the_one_dynamo_sets():
+    from torchstn.tps import _lattice_inverse
+
+    marked = torch.compiler.assume_constant_result(lambda: 0)
+    assert vars(marked) == {"_dynamo_marked_constant": True}
+    assert _lattice_inverse._dynamo_marked_constant is True
 
 
 def _stn(family, backend, seed=0, **kw):

@@ -25,8 +25,10 @@ from .grids import _affine_grid, _projective_grid
 
 __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 
-#: The ONNX opset :func:`export_onnx` writes: 18 is the first the exporter's GridSample
-#: translation targets without conversion, and what onnxruntime has run since 1.14.
+#: The ONNX opset :func:`export_onnx` writes: 18, the opset the exporter's translations
+#: (onnxscript's torchlib, ``GridSample`` included) are written in, so the model needs no
+#: version conversion (the exporter's default, 20, renames GridSample's modes on the way);
+#: onnxruntime runs it from 1.14 on.
 OPSET = 18
 
 
@@ -67,7 +69,8 @@ def reference_decompositions() -> dict:
     decompositions for everything else."""
     table = torch.export.default_decompositions()
     table[torch.ops.torchstn.numba_warp.default] = _numba_reference
-    table[torch.ops.torchstn.triton_warp.default] = _reference_warp
+    if hasattr(torch.ops.torchstn, "triton_warp"):  # defined on the first Triton warp
+        table[torch.ops.torchstn.triton_warp.default] = _reference_warp
     return table
 
 

@@ -94,7 +94,6 @@ def _mapping(target: torch.Tensor, spatial, align_corners: bool) -> torch.Tensor
 _LATTICE_INVERSES: dict[int, tuple] = {}
 
 
-@torch.compiler.assume_constant_result
 def _lattice_inverse(grid_size: int) -> tuple:
     """L^-1[:, :K] of the default lattice, ``(K + 3) x K`` Python floats (float64).
 
@@ -114,6 +113,12 @@ def _lattice_inverse(grid_size: int) -> tuple:
         inv = np.linalg.solve(system, np.eye(k + 3, k))
         _LATTICE_INVERSES[grid_size] = tuple(map(tuple, inv.tolist()))
     return _LATTICE_INVERSES[grid_size]
+
+
+# What torch.compiler.assume_constant_result(_lattice_inverse) does, without importing
+# torch._dynamo (a second of import time, Triton and SymPy with it) when torchstn is
+# imported; tests/test_operators.py checks that Dynamo still reads this mark.
+_lattice_inverse._dynamo_marked_constant = True
 
 
 def _lattice_mapping_uncached(grid_size: int, spatial, align_corners: bool, dtype,

@@ -16,18 +16,15 @@ border padding; everything else falls back to the reference path, ``backend="tor
 
 Each backend has the same layers, top down:
 
-- ``backend.py``: the backend class (what it supports, where it runs) and a thin
-  :class:`torch.autograd.Function`: parameters to matrices on the way in, the matrix
-  gradient back to the parameters on the way out, and the refusal of double backward;
+- ``backend.py``: the backend class (what it supports, where it runs), and the PyTorch
+  custom operators it calls (``torch.ops.torchstn.numba_warp`` / ``triton_warp`` and
+  their backward operators; fake implementations, autograd formulas, the non-finite
+  rule), so that ``torch.compile`` and ``torch.export`` capture a warp whole;
 - in the same file, the forward and backward entry points ``fused_forward`` and
   ``fused_backward``: plain functions of tensors (and, on the CPU, NumPy arrays) that
   allocate the outputs, choose a kernel and run it;
 - ``kernels.py``: the compiled kernels those entry points call, defined in the other
   files of the folder.
-
-The next step registers the entry points as PyTorch custom operators (``torch.library``):
-keep them free of autograd and of ``ctx``, and keep everything autograd needs inside the
-Function, so that they can be registered as they are.
 
 Nothing in this package imports a compiler when :mod:`torchstn` is imported: each
 ``backend.py`` imports its ``kernels`` module on its first warp (``_load``), and only

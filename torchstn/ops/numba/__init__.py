@@ -32,7 +32,7 @@ depends on the thread count or on scheduling, so results are bit-identical run t
 
 Files (one concern each; docs/kernels.md has the whole map):
 
-- ``backend``: :class:`NumbaBackend`, the autograd function, the entry points
+- ``backend``: :class:`NumbaBackend`, the custom operators, the entry points
   ``fused_forward`` / ``fused_backward``, threads; ``memory``: huge pages for large
   outputs. These two are all that ``import torchstn`` loads: neither imports Numba.
 - ``kernels``: the compiled entry points the backend calls, and their serial copies.

@@ -6,8 +6,8 @@ pass reduces the coordinate gradient to the matrix inside the kernel. Where the
 parameters are the matrix entries (``affine``, ``projective``) the kernels take them
 directly; otherwise autograd carries the matrix gradient to the family's parameters.
 
-Layers: :class:`NumbaBackend` (what it supports) calls the autograd function
-``_FusedWarp`` (parameters to matrices, the matrix gradient back to the parameters),
+Layers: :class:`NumbaBackend` (what it supports) calls the custom operator
+``torchstn::numba_warp`` (its autograd formula calls ``torchstn::numba_warp_backward``),
 which calls the entry points :func:`fused_forward` and :func:`fused_backward`: plain
 functions of tensors and arrays that pick a kernel (plain or tiled, serial or parallel)
 and run it. Nothing here imports Numba: the kernels load on first use (``_load``).
