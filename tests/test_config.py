@@ -43,7 +43,7 @@ def test_defaults_and_resolution():
     (dict(epochs=0), r"epochs must be >= 1, got 0 \(config key 'train.epochs'\)"),
     (dict(distortion="rt"), "distortion must be one of"),
     (dict(lr=0.0), r"lr must be > 0, got 0.0 \(config key 'optim.lr'\)"),
-    (dict(optimizer="lbfgs"), r"optimizer must be one of \['adam', 'sgd'\], got 'lbfgs'"),
+    (dict(optimizer="lbfgs"), r"optimizer must be one of \['adam', 'adamw', 'sgd'\], got 'lbfgs'"),
     (dict(train_size=0), "train_size must be >= 1, got 0"),
     (dict(epochs=10, lr_milestones=[8, 6]), r"lr_milestones must be increasing epochs from 1 "
                                             r"to epochs - 1 = 9, got \[8, 6\]"),

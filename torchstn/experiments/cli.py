@@ -76,10 +76,11 @@ def _train(args: argparse.Namespace) -> int:
     metrics = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
                     progress=not args.no_progress, stop_after=args.stop_after)
     if "task" in metrics:  # rank 0 (the only rank that writes) reports
-        shown = ", ".join(f"{k.removeprefix('test_')} {metrics[k]:.4g}" for k in metrics
-                          if k.startswith("test_"))
+        split = "val" if any(k.startswith("val_") for k in metrics) else "test"
+        shown = ", ".join(f"{k.removeprefix(split + '_')} {metrics[k]:.4g}" for k in metrics
+                          if k.startswith(split + "_"))
         done = metrics["epochs_done"]
-        print(f"{cfg.task.name}: test {shown} after {done} epoch{'s' * (done != 1)} "
+        print(f"{cfg.task.name}: {split} {shown} after {done} epoch{'s' * (done != 1)} "
               f"({metrics['parameters']:,} parameters, {metrics['train_seconds']:.0f} s); "
               f"wrote {args.out}")
     return 0
@@ -90,7 +91,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir, device=args.device)
     _prepare_data(args, cfg)
-    metrics = evaluate(task, model)
+    metrics = evaluate(task, model, precision=cfg.train.precision)
     stored = meta["history"][-1]
     shown = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items())
     before = ", ".join(f"{stored[k]:.4f}" for k in metrics if k in stored)

@@ -85,6 +85,11 @@ class TrainConfig:
                        minimum=0, maximum=SEED_MAX)
     device: str = option("cpu", "cpu, cuda or cuda:N (under torchrun each rank takes "
                                 "cuda:LOCAL_RANK)")
+    precision: str = option("fp32", "fp32, or bf16: bfloat16 autocast in training and "
+                                    "scoring (the warps keep float32)",
+                            choices=lambda: ["fp32", "bf16"])
+    channels_last: bool | None = option(None, "channels-last memory for the model's "
+                                              "weights and activations (default: with bf16)")
 
 
 @dataclass
@@ -103,7 +108,11 @@ class OptimConfig:
 class ScheduleConfig:
     """The learning-rate schedule, set once per epoch."""
 
-    schedule: str = option("step", "learning-rate schedule", choices=_schedules)
+    schedule: str = option("step", "learning-rate schedule: step (divided by 10 at the "
+                                   "milestones) or onecycle (linear warm-up, then cosine "
+                                   "to 0; set every step)", choices=_schedules)
+    warmup_epochs: float = option(1.0, "onecycle: epochs of linear warm-up from 1/25 of "
+                                       "the rate", minimum=0)
     # Epochs after which the learning rate is divided by 10 (default: at 60% and 85%).
     lr_milestones: list[int] | None = option(
         None, "epochs after which the learning rate is divided by 10 (default: after 60%% "
@@ -128,6 +137,8 @@ class RunConfig:
         for name, section in cfg.sections().items():
             _check_values(name, section)
         epochs = cfg.train.epochs
+        if cfg.train.channels_last is None:
+            cfg.train.channels_last = cfg.train.precision == "bf16"
         if cfg.schedule.lr_milestones is None:
             cfg.schedule.lr_milestones = sorted(
                 {max(1, round(0.6 * epochs)), max(1, round(0.85 * epochs))} - {epochs})

@@ -9,7 +9,7 @@ import torch
 from .distortions import distort, output_size
 from .idx import load_idx_dataset
 
-__all__ = ["DistortedMNIST", "shard_rows"]
+__all__ = ["VAL_SEED", "DistortedMNIST", "shard_rows", "validation_split"]
 
 
 def shard_rows(n: int, rank: int, world: int) -> slice:
@@ -24,6 +24,23 @@ def shard_rows(n: int, rank: int, world: int) -> slice:
 def _check_size(name: str, value: int | None, available: int, what: str) -> None:
     if value is not None and value > available:
         raise ValueError(f"{name} must be at most {available} ({what}), got {value}")
+
+
+#: Seed of the permutation that picks the validation digits: fixed, so that every run with
+#: the same ``val_size`` holds out the same digits, whatever its own seed.
+VAL_SEED = 1506
+
+
+def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, validation rows) of ``n`` training digits: ``val_size`` of them,
+    drawn once from :data:`VAL_SEED`, held out; each part in increasing order.
+
+    >>> train, val = validation_split(10, 3)
+    >>> len(train), len(val), sorted(set(train.tolist()) | set(val.tolist())) == list(range(10))
+    (7, 3, True)
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    return order[: n - val_size].sort().values, order[n - val_size :].sort().values
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -43,8 +60,12 @@ class DistortedMNIST:
         dataset: ``"mnist"`` or ``"fashion-mnist"``.
         distortion: see :mod:`torchstn.data.distortions`.
         data_dir: data root (see :func:`torchstn.data.resolve_data_dir`).
-        train_size: use the first ``train_size`` training digits (default: all 60000).
+        train_size: use the first ``train_size`` training digits (default: all 60000;
+            with ``val_size``, of those left for training).
         test_size: use the first ``test_size`` test digits (default: all 10000).
+        val_size: hold out this many training digits (:func:`validation_split`) as the
+            validation set; :meth:`test_set` then returns them, distorted once from
+            ``test_seed`` like the test set, and the test digits are never read.
         seed: training-data seed.
         test_seed: test-set seed (fixed by default, so every run scores the same images).
         device: where training batches are made (the digits live there; only the drawn
@@ -55,14 +76,26 @@ class DistortedMNIST:
 
     def __init__(self, dataset: str = "mnist", distortion: str = "rts", *, data_dir=None,
                  train_size: int | None = None, test_size: int | None = None,
-                 seed: int = 0, test_seed: int = 2015, device: str | torch.device = "cpu"):
+                 val_size: int = 0, seed: int = 0, test_seed: int = 2015,
+                 device: str | torch.device = "cpu"):
         self.distortion = distortion
+        self.val_size = val_size
         self.size = output_size(distortion)
         self.seed, self.test_seed = seed, test_seed
         self.dataset, self.data_dir, self.train_size = dataset, data_dir, train_size
         self.device = torch.device(device)
-        test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
-        _check_size("test_size", test_size, len(test_x), f"the test digits of {dataset}")
+        if val_size:
+            train_x, train_y = load_idx_dataset(dataset, "train", data_dir)
+            if not 0 < val_size < len(train_x):
+                raise ValueError(f"val_size must be between 1 and {len(train_x) - 1} (the "
+                                 f"training digits of {dataset}), got {val_size}")
+            self._rows, val_rows = validation_split(len(train_x), val_size)
+            test_x, test_y = train_x[val_rows], train_y[val_rows]
+        else:
+            self._rows = None
+            test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
+        what = "the validation digits" if val_size else f"the test digits of {dataset}"
+        _check_size("test_size", test_size, len(test_x), what)
         self.test_x, self.test_y = test_x[:test_size], test_y[:test_size]
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self._train: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -72,6 +105,8 @@ class DistortedMNIST:
         run needs only the test files)."""
         if self._train is None:
             train_x, train_y = load_idx_dataset(self.dataset, "train", self.data_dir)
+            if self._rows is not None:  # the validation digits are held out
+                train_x, train_y = train_x[self._rows], train_y[self._rows]
             _check_size("train_size", self.train_size, len(train_x),
                         f"the training digits of {self.dataset}")
             pool = train_x.to(self.device)  # tc clutter comes from the whole training split
@@ -110,7 +145,8 @@ class DistortedMNIST:
             yield x, (y if rows is None else y[rows])
 
     def test_set(self, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fixed test set: ``(x (N, 1, S, S) uint8, y (N,))``, computed once."""
+        """The fixed test set (the validation set with ``val_size``): ``(x (N, 1, S, S)
+        uint8, y (N,))``, computed once."""
         if self._test is None:
             gen = torch.Generator().manual_seed(self.test_seed)
             pool = self.test_x

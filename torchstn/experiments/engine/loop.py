@@ -96,11 +96,18 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch) * 1009 + rank
 
 
-def evaluate(task: Task, model: nn.Module, world: World | None = None) -> dict[str, float]:
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a run's ``train.precision`` (``bf16``: bfloat16)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def evaluate(task: Task, model: nn.Module, world: World | None = None, *,
+             precision: str = "fp32") -> dict[str, float]:
     """The task's test metrics of ``model``, sharded over the ranks and reduced."""
     world = world or World(device=task.device)
-    sums = world.sum(_numbers(task.evaluate(model, rank=world.rank, world=world.size)))
-    return task.eval_metrics(sums)
+    with autocast(precision, task.device):
+        sums = task.evaluate(model, rank=world.rank, world=world.size)
+    return task.eval_metrics(world.sum(_numbers(sums)))
 
 
 def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = False,
@@ -130,6 +137,8 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
                           seed=cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         model = task.build_model().to(world.device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg.optim)
         history: list[dict] = []
         if ckpt.exists():
@@ -158,7 +167,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
     metrics = None
     eval_keys: list[str] = []
     for epoch in range(first, last):
-        lr = set_lr(opt, cfg, epoch)
+        lr = set_lr(opt, cfg, epoch)  # the rate the epoch starts at (in the history)
         torch.manual_seed(_epoch_seed(cfg.train.seed, epoch, world.rank))
         net.train()
         bar = Progress(steps, f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -169,7 +178,10 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
         for step, batch in enumerate(task.train_batches(epoch, batch_size, rank=world.rank,
                                                         world=world.size), start=1):
             data_time += time.perf_counter() - t0
-            loss, sums = task.train_step(net, batch)
+            if step > 1:
+                set_lr(opt, cfg, epoch + (step - 1) / steps)
+            with autocast(cfg.train.precision, world.device):
+                loss, sums = task.train_step(net, batch)
             # DDP averages the ranks' gradients; a shard of other than batch / world
             # examples (the last batch of an epoch) is weighted by its share. (The task
             # tells the batch's size: an all-reduce per step cost 10% here.)
@@ -188,7 +200,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} "
                                      f"({train_metrics})")
         world.broadcast_buffers(model)
-        test_metrics = evaluate(task, model, world)
+        test_metrics = evaluate(task, model, world, precision=cfg.train.precision)
         eval_keys = list(test_metrics)
         seen = reduced.get("count", 0)
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
@@ -205,7 +217,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             metrics = _write_metrics(out, task, history, n_params, eval_keys)
         world.barrier()  # no rank runs ahead of the checkpoint it may be killed after
     if metrics is None:  # resumed a run that had already finished, or a rank other than 0
-        eval_keys = eval_keys or [k for k in history[-1] if k.startswith("test_")]
+        eval_keys = eval_keys or [k for k in history[-1] if k.startswith(("test_", "val_"))]
         metrics = (_write_metrics(out, task, history, n_params, eval_keys) if world.primary
                    else {**{k: history[-1][k] for k in eval_keys},
                          "epochs_done": history[-1]["epoch"], "history": history})

@@ -27,6 +27,11 @@ def _adam(groups: list[dict[str, Any]], cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@OPTIMIZERS.register("adamw")
+def _adamw(groups: list[dict[str, Any]], cfg) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: list[dict[str, Any]], cfg) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,

@@ -34,6 +34,9 @@ class DigitsConfig:
                                     minimum=1)
     test_size: int | None = option(None, "first N test digits (default: all 10000)",
                                    minimum=1)
+    val_size: int = option(0, "hold out this many training digits (fixed, seeded) and score "
+                               "on them instead of the test set: for choosing a recipe",
+                           minimum=0)
     test_seed: int = option(2015, "seed of the test set's distortions", minimum=0,
                             maximum=SEED_MAX)
     st_downsample: bool | None = option(None, "transformer output at half size (default: "
@@ -65,7 +68,8 @@ class DistortedDigits(Task):
         super().__init__(cfg, data_dir=data_dir, device=device, seed=seed)
         self.data = DistortedMNIST(cfg.dataset, cfg.distortion, data_dir=data_dir,
                                    train_size=cfg.train_size, test_size=cfg.test_size,
-                                   seed=seed, test_seed=cfg.test_seed, device=self.device)
+                                   val_size=cfg.val_size, seed=seed,
+                                   test_seed=cfg.test_seed, device=self.device)
 
     @classmethod
     def download(cls, cfg: DigitsConfig, data_dir=None) -> None:
@@ -112,7 +116,7 @@ class DistortedDigits(Task):
         return {"loss": loss, "errors": wrong, "count": len(x)}
 
     def eval_metrics(self, sums) -> dict[str, float]:
-        return _means("test", sums)
+        return _means("val" if self.cfg.val_size else "test", sums)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "distortion": self.cfg.distortion,
