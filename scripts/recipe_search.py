@@ -1,0 +1,102 @@
+"""The recipe search of issue 13, on the validation split: every setting chosen here.
+
+Usage: python scripts/recipe_search.py [--stage 1] [--data-dir D] [--out results/recipe-search]
+
+Each trial is a run of ``torchstn train`` with ``val_size=10000`` (10,000 of the 60,000
+training digits held out, fixed and seeded; the test set is never read) in its own
+folder under ``--out``. Finished trials are skipped and killed ones resumed, so the script
+can be stopped and started again. After each trial it rewrites ``summary.md``: every trial
+so far with its settings, final and best validation error, and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from torchstn.experiments import make_config, train
+
+VAL = 10_000
+#: The cell the recipe is searched on: ST-CNN affine on RTS (paper: 0.5% error).
+CELL = dict(distortion="rts", model="st-cnn-affine", val_size=VAL)
+BASE = dict(optimizer="adamw", schedule="onecycle", lr=2e-3, weight_decay=0.05,
+            warmup_epochs=1.0, epochs=10, precision="bf16")
+
+#: stage -> [(trial name, settings over CELL and BASE)]
+STAGES = {
+    1: [
+        ("default-adam-step-fp32", dict(optimizer="adam", schedule="step", lr=1e-3,
+                                        weight_decay=0.0, precision="fp32")),
+        ("adamw-1cycle-lr2e-3", {}),
+        ("adamw-1cycle-lr1e-3", dict(lr=1e-3)),
+        ("adamw-1cycle-lr4e-3", dict(lr=4e-3)),
+        ("adamw-1cycle-lr2e-3-wd0", dict(weight_decay=0.0)),
+        ("adamw-1cycle-lr2e-3-wd0.2", dict(weight_decay=0.2)),
+        ("adamw-1cycle-lr2e-3-loc0.1", dict(loc_lr_mult=0.1)),
+        ("adamw-1cycle-lr2e-3-loc0.3", dict(loc_lr_mult=0.3)),
+        ("adamw-1cycle-lr2e-3-fp32", dict(precision="fp32")),
+        ("adamw-1cycle-lr2e-3-warmup3", dict(warmup_epochs=3.0)),
+    ],
+}
+
+
+def _settings(extra: dict) -> dict:
+    return {**CELL, **BASE, **extra}
+
+
+def _summary(out: Path) -> None:
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        cfg = json.loads((folder / "config.json").read_text())
+        history = metrics["history"]
+        errors = [h["val_error"] for h in history]
+        o, s, t = cfg["optim"], cfg["schedule"], cfg["train"]
+        rows.append(
+            f"| {folder.name} | {o['optimizer']} | {s['schedule']} | {o['lr']:g} | "
+            f"{o['weight_decay']:g} | {o['loc_lr_mult']:g} | {s['warmup_epochs']:g} | "
+            f"{t['precision']} | {metrics['epochs_done']}/{t['epochs']} | "
+            f"{errors[-1]:.2f} | {min(errors):.2f} | {metrics['train_seconds'] / 60:.1f} |")
+    text = ("# Recipe search (validation split: 10,000 held-out training digits)\n\n"
+            "| trial | optimizer | schedule | lr | weight decay | loc lr mult | warm-up | "
+            "precision | epochs | val error % | best val error % | minutes |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    tmp = out / ".summary.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / "summary.md")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", type=int, default=1, choices=sorted(STAGES))
+    parser.add_argument("--data-dir", default="../shared/datasets")
+    parser.add_argument("--out", default="results/recipe-search")
+    parser.add_argument("--only", nargs="*", default=None, help="trial names to run")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, extra in STAGES[args.stage]:
+        if args.only and name not in args.only:
+            continue
+        folder = out / name
+        cfg = make_config(**_settings(extra))
+        done = folder / "metrics.json"
+        if done.is_file() and json.loads(done.read_text())["epochs_done"] >= cfg.train.epochs:
+            print(f"{name}: finished, skipped", flush=True)
+            continue
+        start = time.time()
+        resume = (folder / "checkpoint.safetensors").is_file()
+        metrics = train(cfg, folder, data_dir=args.data_dir, resume=resume, progress=False,
+                        figures=False)
+        print(f"{name}: val error {metrics['val_error']:.2f}% in "
+              f"{(time.time() - start) / 60:.1f} min", flush=True)
+        _summary(out)
+    _summary(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
