@@ -99,3 +99,20 @@ def test_bf16_run_uses_autocast_and_channels_last_and_scores_as_eval(data_dir, t
     assert evaluate(task, model, precision=cfg.train.precision)["test_error"] == \
         metrics["test_error"]
     assert math.isfinite(metrics["history"][-1]["train_loss"])
+
+
+def test_st_pool_samples_at_full_size_then_pools():
+    from torchstn.experiments.engine import count_parameters
+    from torchstn.experiments.models import build_model
+
+    sampled = build_model("st-cnn-affine", 42, st_downsample=True)
+    pooled = build_model("st-cnn-affine", 42, st_downsample=True, st_pool=True)
+    assert count_parameters(sampled) == count_parameters(pooled)  # the same architecture
+    assert pooled.stn.out_size == (42, 42) and sampled.stn.out_size == (21, 21)
+    x = torch.rand(3, 1, 42, 42)
+    pooled.load_state_dict(sampled.state_dict())
+    # At the identity, pooling the full-size sample averages 2x2 blocks, as
+    # sampling at half size does with bilinear taps between them.
+    torch.testing.assert_close(pooled.stn(x).unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2)),
+                               sampled.stn(x), rtol=0, atol=1e-6)
+    assert pooled(x).shape == sampled(x).shape == (3, 10)

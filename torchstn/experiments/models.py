@@ -75,33 +75,39 @@ def conv_localization(in_size: int, filters: int = 20,
 
 
 class STClassifier(nn.Module):
-    """A spatial transformer followed by a classifier."""
+    """A spatial transformer followed by a classifier; ``pool``: average-pool the
+    transformer's output by 2 first."""
 
-    def __init__(self, stn: SpatialTransformer, classifier: nn.Module):
+    def __init__(self, stn: SpatialTransformer, classifier: nn.Module, *, pool: bool = False):
         super().__init__()
         self.stn = stn
+        self.pool = nn.AvgPool2d(2) if pool else nn.Identity()  # no weights either way
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.stn(x))
+        return self.classifier(self.pool(self.stn(x)))
 
 
 @MODELS.register("fcn")
-def _fcn(in_size, *, st_downsample=False, num_classes=10):
+def _fcn(in_size, *, st_downsample=False, st_pool=False, num_classes=10):
     return fcn(in_size, num_classes)
 
 
 @MODELS.register("cnn")
-def _cnn(in_size, *, st_downsample=False, num_classes=10):
+def _cnn(in_size, *, st_downsample=False, st_pool=False, num_classes=10):
     return cnn(in_size, num_classes)
 
 
 def _st_model(loc: Callable, head: Callable, family: str, in_size: int, *,
-              st_downsample: bool = False, num_classes: int = 10) -> STClassifier:
-    out = in_size // 2 if st_downsample else in_size
+              st_downsample: bool = False, st_pool: bool = False,
+              num_classes: int = 10) -> STClassifier:
+    half = in_size // 2 if st_downsample else in_size
+    # st_pool: sample at full size, then average-pool by 2 (the paper's appendix, as our
+    # notes read it); else sample at half size directly.
+    out = in_size if st_downsample and st_pool else half
     localization, features = loc(in_size)
     stn = SpatialTransformer(localization, family, out_size=(out, out), loc_features=features)
-    return STClassifier(stn, head(out, num_classes))
+    return STClassifier(stn, head(half, num_classes), pool=st_downsample and st_pool)
 
 
 MODELS.add("st-fcn-affine", partial(_st_model, fc_localization, fcn, "affine"))
@@ -117,6 +123,7 @@ def list_models() -> list[str]:
 
 
 def build_model(name: str, in_size: int, *, st_downsample: bool = False,
-                num_classes: int = 10) -> nn.Module:
+                st_pool: bool = False, num_classes: int = 10) -> nn.Module:
     """Build model ``name`` for square inputs of side ``in_size``."""
-    return MODELS.get(name)(in_size, st_downsample=st_downsample, num_classes=num_classes)
+    return MODELS.get(name)(in_size, st_downsample=st_downsample, st_pool=st_pool,
+                            num_classes=num_classes)

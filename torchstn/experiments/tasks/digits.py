@@ -42,6 +42,9 @@ class DigitsConfig:
     st_downsample: bool | None = option(None, "transformer output at half size (default: "
                                               "for rts and tc)")
 
+    st_pool: bool = option(False, "with st_downsample: sample at full size and average-pool "
+                                  "by 2, instead of sampling at half size")
+
     def resolve(self) -> None:
         if self.st_downsample is None:
             self.st_downsample = self.distortion in ("rts", "tc")
@@ -77,7 +80,8 @@ class DistortedDigits(Task):
 
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model, output_size(self.cfg.distortion),
-                           st_downsample=bool(self.cfg.st_downsample))
+                           st_downsample=bool(self.cfg.st_downsample),
+                           st_pool=self.cfg.st_pool)
 
     def num_train_examples(self) -> int:
         return len(self.data.train_x)
