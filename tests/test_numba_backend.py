@@ -433,7 +433,7 @@ def test_large_fresh_outputs_are_advised_huge_pages():
     start = -(-t.data_ptr() // (2 << 20)) * (2 << 20)
     assert "hg" in _vm_flags(start)  # MADV_HUGEPAGE took effect on the tensor's memory
     # Memory already in use is left as it is.
-    used = torch.empty(10 << 20, dtype=torch.float32)
+    used = torch.empty(64 << 20, dtype=torch.float32)  # fresh too, for the same reason
     used_start = -(-used.data_ptr() // (2 << 20)) * (2 << 20)
     assert not memory._resident(used_start)
     used.fill_(1.0)
