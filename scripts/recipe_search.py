@@ -43,8 +43,39 @@ STAGES = {
 }
 
 
+#: Later stages start from the stage-1 trial with the lowest final validation error.
+LATER = {
+    2: lambda best: [
+        # Does bfloat16 cost accuracy? Same recipe, three seeds each.
+        *[(f"best-fp32-seed{s}", {**best, "precision": "fp32", "seed": s}) for s in (1, 2, 3)],
+        *[(f"best-bf16-seed{s}", {**best, "precision": "bf16", "seed": s}) for s in (1, 2, 3)],
+        # Sampling at half size, or at full size and average-pooling by 2?
+        ("best-st-pool", {**best, "st_pool": True}),
+        # How many epochs (at most 64)?
+        ("best-20-epochs", {**best, "epochs": 20}),
+        ("best-40-epochs", {**best, "epochs": 40}),
+    ],
+}
+
+
 def _settings(extra: dict) -> dict:
     return {**CELL, **BASE, **extra}
+
+
+def _best_of_stage1(out: Path) -> dict:
+    """The settings of the stage-1 trial with the lowest final validation error."""
+    scored = []
+    for name, extra in STAGES[1]:
+        done = out / name / "metrics.json"
+        if not done.is_file():
+            raise SystemExit(f"stage 1 is not finished ({name} has not run): run --stage 1")
+        metrics = json.loads(done.read_text())
+        if metrics["epochs_done"] < _settings(extra)["epochs"]:
+            raise SystemExit(f"stage 1 is not finished ({name} is cut short): run --stage 1")
+        scored.append((metrics["val_error"], name, extra))
+    error, name, extra = min(scored, key=lambda t: t[0])
+    print(f"best of stage 1: {name} ({error:.2f}% validation error)", flush=True)
+    return dict(extra)
 
 
 def _summary(out: Path) -> None:
@@ -56,14 +87,16 @@ def _summary(out: Path) -> None:
         errors = [h["val_error"] for h in history]
         o, s, t = cfg["optim"], cfg["schedule"], cfg["train"]
         rows.append(
-            f"| {folder.name} | {o['optimizer']} | {s['schedule']} | {o['lr']:g} | "
+            f"| {folder.name} | {t['seed']} | {cfg['task'].get('st_pool', False)} | "
+            f"{o['optimizer']} | {s['schedule']} | {o['lr']:g} | "
             f"{o['weight_decay']:g} | {o['loc_lr_mult']:g} | {s['warmup_epochs']:g} | "
             f"{t['precision']} | {metrics['epochs_done']}/{t['epochs']} | "
             f"{errors[-1]:.2f} | {min(errors):.2f} | {metrics['train_seconds'] / 60:.1f} |")
     text = ("# Recipe search (validation split: 10,000 held-out training digits)\n\n"
-            "| trial | optimizer | schedule | lr | weight decay | loc lr mult | warm-up | "
-            "precision | epochs | val error % | best val error % | minutes |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| trial | seed | st_pool | optimizer | schedule | lr | weight decay | "
+            "loc lr mult | warm-up | precision | epochs | val error % | best val error % | "
+            "minutes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
     tmp = out / ".summary.md.tmp"
     tmp.write_text(text)
     tmp.replace(out / "summary.md")
@@ -71,14 +104,16 @@ def _summary(out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", type=int, default=1, choices=sorted(STAGES))
+    parser.add_argument("--stage", type=int, default=1, choices=sorted({*STAGES, *LATER}))
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--out", default="results/recipe-search")
     parser.add_argument("--only", nargs="*", default=None, help="trial names to run")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, extra in STAGES[args.stage]:
+    trials = (STAGES[args.stage] if args.stage in STAGES
+              else LATER[args.stage](_best_of_stage1(out)))
+    for name, extra in trials:
         if args.only and name not in args.only:
             continue
         folder = out / name
