@@ -227,6 +227,11 @@ def test_reproduce_table1_skips_finished_runs(data_dir, tmp_path, monkeypatch):
     assert (tmp_path / "table1.md").read_text() == table
     partial = table1_markdown(tmp_path, ["r", "rts"], ["fcn"], 1, base)
     assert "| FCN | " in partial and "| - | 5.2 |" in partial
+    # Cells the paper does not report (projective on TC) are not run.
+    calls.clear()
+    run_table1(tmp_path, distortions=["tc"], models=["st-fcn-projective"], base=base,
+               data_dir=data_dir, progress=False)
+    assert calls == []
 
 
 def test_written_files_get_the_umask_mode(tmp_path):

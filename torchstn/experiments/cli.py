@@ -256,7 +256,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="reproduce a table of the paper")
     rep.add_argument("table", choices=["table1"])
     rep.add_argument("--distortions", nargs="+", default=None,
-                     help="among r rts p e tc (default: r rts p e)")
+                     help="among r rts p e tc (default: all; on tc only the cells the "
+                          "paper reports)")
     rep.add_argument("--models", nargs="+", default=None, help="default: the 8 Table 1 rows")
     rep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
     rep.add_argument("--out", default="runs/table1", help="default: runs/table1")
