@@ -66,6 +66,15 @@ def _params(family, n, generator):
     return p.float()
 
 
+def _nearest_ties(p64, family, x_shape, out_size, align):
+    """(N, Ho, Wo): sample points within 1e-4 pixel of a nearest-neighbour tie."""
+    n, _, h, w = x_shape
+    grid = ts.get_transform(family).grid(p64, (n, 1, *out_size), align_corners=align)
+    size = torch.tensor([w, h], dtype=torch.float64)
+    pix = (grid + 1) / 2 * (size - 1) if align else ((grid + 1) * size - 1) / 2
+    return ((pix - pix.floor() - 0.5).abs() < 1e-4 * pix.abs().clamp_min(1)).any(-1)
+
+
 @check("1. triton against the float64 reference")
 def correctness(device, quick):
     gen = torch.Generator().manual_seed(0)
@@ -96,12 +105,16 @@ def correctness(device, quick):
                 "gx": (gx.double().cpu() - rgx).abs().max() / rgx.abs().max().clamp_min(1),
                 "gp": (gp.double().cpu() - rgp).abs().max() / rgp.abs().max().clamp_min(1)}
         limits = {"out": 4 * eps, "gx": 8 * eps, "gp": max(1e-3, 8 * eps)}
+        if mode == "nearest":
+            # Pixels within rounding of a tie between two neighbours may pick either: the
+            # output there, and every gradient, are not compared.
+            tie = _nearest_ties(p.double(), family, (n, c, h, w), out, align)
+            keep = ~tie[:, None].expand_as(ref)
+            diff = (out_t.double().cpu() - ref)[keep].abs()
+            errs["out"] = diff.max() if diff.numel() else torch.tensor(0.0)
+            errs.pop("gx"), errs.pop("gp")
         for k, v in errs.items():
             worst[k] = max(worst.get(k, 0.0), float(v))
-            if mode == "nearest" and k != "out":
-                continue  # nearest ties can pick another pixel; values are checked
-            if mode == "nearest" and dtype == torch.float32 and v > limits[k]:
-                continue
             assert v <= limits[k], (f"{family} {mode} {padding} align={align} {dtype} "
                                     f"{layout}: {k} error {float(v):.3g} > {limits[k]:.3g}")
     return "worst relative errors: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
@@ -161,7 +174,8 @@ def compile_(device, quick):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         source = "\n".join(code)
         if backend == "triton":
-            assert "warp_fwd_kernel" in source, f"{family}: the Triton kernel is not in the graph"
+            for kernel in ("warp_fwd_kernel", "warp_bwd_kernel"):
+                assert kernel in source, f"{family}: {kernel} is not in the compiled code"
         lines.append(family)
     return "equal to eager, kernels in the graph: " + " ".join(lines)
 

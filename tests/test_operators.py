@@ -81,11 +81,18 @@ def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
 
 def test_op_errors_name_the_argument():
     x = torch.rand(1, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"theta must be a floating \(N, E\) tensor with N = 1"):
+    with pytest.raises(ValueError, match=r"theta must be a float32 or float64 \(N, E\) tensor with N = 1"):
         torch.ops.torchstn.numba_warp(x, torch.zeros(1, 10), 4, 4, False, False, False, False)
     with pytest.raises(ValueError, match="input must be a .* float32 or float64 tensor"):
         torch.ops.torchstn.numba_warp(x.half(), torch.zeros(1, 6), 4, 4, False, False, False,
                                       False)
+    with pytest.raises(ValueError, match="theta must be a float32 or float64"):
+        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6, dtype=torch.bfloat16), 4, 4, False,
+                                      False, False, False)
+    with pytest.raises(ValueError, match=r"grad_out must be \(N, C, out_h, out_w\) with "
+                                         r"\(N, C\) = \(1, 1\) of input, got \(2, 1, 4, 4\)"):
+        torch.ops.torchstn.numba_warp_backward(torch.zeros(2, 1, 4, 4), x, torch.zeros(1, 6),
+                                               False, False, False, False, True, True)
     with pytest.raises(ValueError, match="out_h and out_w must be >= 1, got 0 and 4"):
         torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6), 0, 4, False, False, False, False)
 
@@ -184,14 +191,22 @@ def test_export_with_a_dynamic_batch(family, backend):
         torch.testing.assert_close(program.module()(other), stn(other), rtol=0, atol=1e-6)
 
 
-def test_export_keeps_the_nonfinite_rule():
-    stn = _stn("affine", "numba").eval()
+@pytest.mark.parametrize("family", ["affine", "rotation"])
+def test_export_keeps_the_nonfinite_rule(family):
+    """One image's parameters are infinite (its input holds an inf): that image alone
+    comes out NaN, in the exported program as in eager."""
+    stn = ts.SpatialTransformer(torch.nn.Flatten(), family, loc_features=2 * 36,
+                                backend="auto").eval()
     with torch.no_grad():
-        stn.head.bias[0] = float("inf")
-        stn.head.weight.zero_()
+        stn.head.weight.normal_(0, 0.01)
     x = torch.rand(2, 2, 6, 6)
     program = torch.export.export(stn, (x,), dynamic_shapes={"x": {0: Dim("batch")}})
-    assert torch.isnan(program.module()(torch.rand(3, 2, 6, 6))).all()
+    other = torch.rand(3, 2, 6, 6)
+    other[1, 0, 0, 0] = float("inf")
+    with torch.no_grad():
+        got, want = program.module()(other), stn(other)
+    assert torch.isnan(got[1]).all() and torch.isfinite(got[[0, 2]]).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -199,14 +214,15 @@ def test_autocast_does_not_lower_the_warp(backend):
     """Under bfloat16 autocast the warp runs in the input's precision: equal to the
     float32 warp by the same (bfloat16-rounded) parameters, in the input's dtype."""
     x = torch.rand(4, 3, 20, 20)
-    p = ts.get_transform("projective").identity() + 0.1 * torch.randn(4, 8)
+    # Similarity: its matrix is built by torch operations, which autocast would lower.
+    p = ts.get_transform("similarity").identity() + 0.1 * torch.randn(4, 4)
     p16 = p.bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ts.warp(x, p16, "projective", backend=backend)
-    ref = ts.warp(x, p16.float(), "projective", backend=backend)
+        out = ts.warp(x, p16, "similarity", backend=backend)
+    ref = ts.warp(x, p16.float(), "similarity", backend=backend)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     # A bfloat16 input (a feature map made under autocast) stays bfloat16.
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out16 = ts.warp(x.bfloat16(), p16, "projective", backend="auto")
+        out16 = ts.warp(x.bfloat16(), p16, "similarity", backend="auto")
     assert out16.dtype == torch.bfloat16

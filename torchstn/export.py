@@ -15,6 +15,7 @@ result).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def reference_decompositions() -> dict:
     decompositions for everything else."""
     table = torch.export.default_decompositions()
     table[torch.ops.torchstn.numba_warp.default] = _numba_reference
-    if hasattr(torch.ops.torchstn, "triton_warp"):  # defined on the first Triton warp
+    if importlib.util.find_spec("triton") is not None:
+        from .ops.triton.backend import register_ops
+
+        register_ops()  # defined on the first Triton warp, else
         table[torch.ops.torchstn.triton_warp.default] = _reference_warp
     return table
 

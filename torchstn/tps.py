@@ -160,6 +160,10 @@ def tps_grid(
             be a perfect square >= 4); its solve is computed once and cached.
         align_corners: as in :func:`torch.nn.functional.grid_sample`.
 
+    Under ``torch.compile`` or ``torch.export`` the check that ``target_points`` give a
+    solvable system is skipped (it would be a data-dependent branch): singular targets
+    give NaN there instead of an error.
+
     Returns:
         ``(N, H, W, 2)``, dtype of ``source_points``.
 

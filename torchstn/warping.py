@@ -41,6 +41,9 @@ class Backend:
     ``__call__`` gets the parameters as the caller gave them (in the working dtype) and
     keeps :func:`warp`'s non-finite rule itself: an image whose parameters have a NaN or
     inf entry comes out all NaN, with zero gradients, and never disturbs the others.
+    (``warp`` used to mask them before calling the backend, see CHANGELOG.md; a backend
+    of your own now gets them as they are: ``_nonfinite_as_identity`` and ``_nan_where``
+    here do the masking in two calls.)
     """
 
     name = ""

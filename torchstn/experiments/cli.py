@@ -108,6 +108,7 @@ def _export(args: argparse.Namespace) -> int:
     from .engine import load_run
 
     cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir)
+    _prepare_data(args, cfg)
     example = task.example_inputs(2)
     path = export_onnx(model, example, args.onnx, opset_version=args.opset)
     line = f"wrote {path} (ONNX opset {args.opset}, any batch size)"
@@ -122,8 +123,12 @@ def _export(args: argparse.Namespace) -> int:
     got = session.run(None, feeds)[0]
     with torch.no_grad():
         want = model(*check).numpy()
-    print(f"{line}; onnxruntime matches PyTorch to {abs(got - want).max():.1e} on 5 test "
-          "inputs")
+    err = float(abs(got - want).max())
+    if not err <= 1e-4:
+        _say("export", f"{path}: onnxruntime differs from PyTorch by {err:.1e} on 5 test "
+                       "inputs (more than 1e-4): the file is not to be trusted")
+        return 1
+    print(f"{line}; onnxruntime matches PyTorch to {err:.1e} on 5 test inputs (float32)")
     return 0
 
 

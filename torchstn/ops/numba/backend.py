@@ -232,10 +232,10 @@ def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: 
         raise ValueError("torchstn::numba_warp: input must be a (N, C, H, W) float32 or "
                          f"float64 tensor, got {tuple(input.shape)} {input.dtype}")
     if theta.dim() != 2 or not 1 <= theta.shape[1] <= 9 or theta.shape[0] != input.shape[0] \
-            or not theta.is_floating_point():
-        raise ValueError("torchstn::numba_warp: theta must be a floating (N, E) tensor with "
-                         f"N = {input.shape[0]} and 1 <= E <= 9, got {tuple(theta.shape)} "
-                         f"{theta.dtype}")
+            or theta.dtype not in (torch.float32, torch.float64):
+        raise ValueError("torchstn::numba_warp: theta must be a float32 or float64 (N, E) "
+                         f"tensor with N = {input.shape[0]} and 1 <= E <= 9, got "
+                         f"{tuple(theta.shape)} {theta.dtype}")
     if out_h < 1 or out_w < 1:
         raise ValueError(f"torchstn::numba_warp: out_h and out_w must be >= 1, got "
                          f"{out_h} and {out_w}")
@@ -284,6 +284,11 @@ def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, theta: torc
                         need_theta: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_theta)``, like
     ``input`` and ``theta``; an empty tensor for a gradient not asked for."""
+    if grad_out.dim() != 4 or grad_out.shape[:2] != input.shape[:2]:
+        raise ValueError("torchstn::numba_warp_backward: grad_out must be (N, C, out_h, "
+                         f"out_w) with (N, C) = {tuple(input.shape[:2])} of input, got "
+                         f"{tuple(grad_out.shape)}")
+    _check_op_args(input, theta, *grad_out.shape[2:])
     n, e = theta.shape
     m, bad = _matrices(theta)
     go = grad_out

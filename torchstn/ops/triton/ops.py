@@ -20,12 +20,27 @@ from .backend import fused_backward, fused_forward
 __all__ = ["triton_warp", "triton_warp_backward"]
 
 
+def _check_args(name: str, input: torch.Tensor, matrix: torch.Tensor) -> None:
+    if input.dim() != 4 or input.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"torchstn::{name}: input must be a (N, C, H, W) float32, float16 or "
+                         f"bfloat16 tensor, got {tuple(input.shape)} {input.dtype}")
+    if matrix.shape != (input.shape[0], 3, 3) or not matrix.is_floating_point():
+        raise ValueError(f"torchstn::{name}: matrix must be a floating (N, 3, 3) tensor with "
+                         f"N = {input.shape[0]}, got {tuple(matrix.shape)} {matrix.dtype}")
+    if matrix.device != input.device:
+        raise ValueError(f"torchstn::{name}: matrix is on {matrix.device} but input is on "
+                         f"{input.device}")
+
+
 def _finite_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 matrices with non-finite ones replaced by the identity, finite mask (N,))."""
-    finite = torch.isfinite(matrix).flatten(1).all(1)
-    eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
-    clean = torch.where(finite.view(-1, 1, 1), matrix, eye)
-    return clean.to(torch.float32).contiguous(), finite
+    """(float32 matrices with non-finite ones replaced by the identity, finite mask (N,)).
+
+    The mask is taken after the cast to float32: a float64 entry beyond float32's range
+    is as non-finite as an inf."""
+    m = matrix.to(torch.float32)
+    finite = torch.isfinite(m).flatten(1).all(1)
+    eye = torch.eye(3, dtype=m.dtype, device=m.device)
+    return torch.where(finite.view(-1, 1, 1), m, eye).contiguous(), finite
 
 
 @torch.library.triton_op("torchstn::triton_warp", mutates_args=())
@@ -34,6 +49,10 @@ def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: in
                 projective: bool) -> torch.Tensor:
     """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
     ``(N, C, out_h, out_w)``, dtype of ``input`` (channels-last where ``input`` is)."""
+    _check_args("triton_warp", input, matrix)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"torchstn::triton_warp: out_h and out_w must be >= 1, got {out_h} "
+                         f"and {out_w}")
     m, finite = _finite_rows(matrix)
     out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective)
     return torch.where(finite.view(-1, 1, 1, 1), out, torch.full_like(out, float("nan")))
@@ -46,6 +65,11 @@ def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: to
                          need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`triton_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
     like ``input`` (contiguous) and ``matrix``; an empty tensor for one not asked for."""
+    _check_args("triton_warp_backward", input, matrix)
+    if grad_out.dim() != 4 or grad_out.shape[:2] != input.shape[:2]:
+        raise ValueError("torchstn::triton_warp_backward: grad_out must be (N, C, out_h, "
+                         f"out_w) with (N, C) = {tuple(input.shape[:2])} of input, got "
+                         f"{tuple(grad_out.shape)}")
     m, finite = _finite_rows(matrix)
     go = torch.where(finite.view(-1, 1, 1, 1), grad_out, torch.zeros_like(grad_out))
     gx, gm = input.new_empty(0), matrix.new_empty(0)
