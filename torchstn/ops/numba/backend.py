@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...warping import FusedMatrixBackend, WarpCall
+from .._autograd import register_warp_autograd
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
@@ -316,31 +317,8 @@ def _(grad_out, input, theta, nearest, border, align_corners, projective, need_i
             theta.new_empty(theta.shape) if need_theta else theta.new_empty(0))
 
 
-def _setup_context(ctx, inputs, output):
-    input, theta, _, _, nearest, border, align, projective = inputs
-    ctx.save_for_backward(input, theta)
-    ctx.options = (nearest, border, align, projective)
-
-
-def _backward(ctx, grad_out):
-    input, theta = ctx.saved_tensors
-    need_input, need_theta = ctx.needs_input_grad[:2]
-    gx, gt = torch.ops.torchstn.numba_warp_backward(grad_out, input, theta, *ctx.options,
-                                                   need_input, need_theta)
-    return ((gx if need_input else None), (gt if need_theta else None),
-            None, None, None, None, None, None)
-
-
-numba_warp.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, grad_input, grad_theta):
-    raise RuntimeError("backend 'numba' does not support double backward (create_graph=True); "
-                       "use backend='torch' for higher-order gradients")
-
-
-numba_warp_backward.register_autograd(_no_double_backward,
-                                      setup_context=lambda ctx, inputs, output: None)
+register_warp_autograd(numba_warp, numba_warp_backward, torch.ops.torchstn.numba_warp_backward,
+                       "numba")
 
 
 class NumbaBackend(FusedMatrixBackend):

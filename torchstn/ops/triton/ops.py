@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .._autograd import register_warp_autograd
 from .backend import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
@@ -83,28 +84,5 @@ def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: to
     return gx, gm
 
 
-def _setup_context(ctx, inputs, output):
-    input, matrix, _, _, nearest, border, align, projective = inputs
-    ctx.save_for_backward(input, matrix)
-    ctx.options = (nearest, border, align, projective)
-
-
-def _backward(ctx, grad_out):
-    input, matrix = ctx.saved_tensors
-    need_input, need_matrix = ctx.needs_input_grad[:2]
-    gx, gm = torch.ops.torchstn.triton_warp_backward(grad_out, input, matrix, *ctx.options,
-                                                    need_input, need_matrix)
-    return ((gx if need_input else None), (gm if need_matrix else None),
-            None, None, None, None, None, None)
-
-
-triton_warp.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _no_double_backward(ctx, grad_input, grad_matrix):
-    raise RuntimeError("backend 'triton' does not support double backward (create_graph=True); "
-                       "use backend='torch' for higher-order gradients")
-
-
-triton_warp_backward.register_autograd(_no_double_backward,
-                                       setup_context=lambda ctx, inputs, output: None)
+register_warp_autograd(triton_warp, triton_warp_backward,
+                       torch.ops.torchstn.triton_warp_backward, "triton")
