@@ -34,6 +34,7 @@ STAGES = {
         ("adamw-1cycle-lr1e-3", dict(lr=1e-3)),
         ("adamw-1cycle-lr4e-3", dict(lr=4e-3)),
         ("adamw-1cycle-lr8e-3", dict(lr=8e-3)),  # 4e-3 was best: past the edge too
+        ("adamw-1cycle-lr1.6e-2", dict(lr=1.6e-2)),  # and 8e-3 was best again
         ("adamw-1cycle-lr2e-3-wd0", dict(weight_decay=0.0)),
         ("adamw-1cycle-lr2e-3-wd0.2", dict(weight_decay=0.2)),
         ("adamw-1cycle-lr2e-3-loc0.1", dict(loc_lr_mult=0.1)),
