@@ -45,17 +45,18 @@ STAGES = {
 }
 
 
-#: Later stages start from the stage-1 trial with the lowest final validation error.
+#: Later stages start from the stage-1 trial with the lowest final validation error; their
+#: trials are named after it (``<best>+fp32-seed1``), so a new best gets new runs.
 LATER = {
     2: lambda best: [
         # Does bfloat16 cost accuracy? Same recipe, three seeds each.
-        *[(f"best-fp32-seed{s}", {**best, "precision": "fp32", "seed": s}) for s in (1, 2, 3)],
-        *[(f"best-bf16-seed{s}", {**best, "precision": "bf16", "seed": s}) for s in (1, 2, 3)],
+        *[(f"fp32-seed{s}", {"precision": "fp32", "seed": s}) for s in (1, 2, 3)],
+        *[(f"bf16-seed{s}", {"precision": "bf16", "seed": s}) for s in (1, 2, 3)],
         # Sampling at half size, or at full size and average-pooling by 2?
-        ("best-st-pool", {**best, "st_pool": True}),
+        ("st-pool", {"st_pool": True}),
         # How many epochs (at most 64)?
-        ("best-20-epochs", {**best, "epochs": 20}),
-        ("best-40-epochs", {**best, "epochs": 40}),
+        ("20-epochs", {"epochs": 20}),
+        ("40-epochs", {"epochs": 40}),
     ],
 }
 
@@ -64,8 +65,8 @@ def _settings(extra: dict) -> dict:
     return {**CELL, **BASE, **extra}
 
 
-def _best_of_stage1(out: Path) -> dict:
-    """The settings of the stage-1 trial with the lowest final validation error."""
+def _best_of_stage1(out: Path) -> tuple[str, dict]:
+    """The name and settings of the stage-1 trial with the lowest final validation error."""
     scored = []
     for name, extra in STAGES[1]:
         done = out / name / "metrics.json"
@@ -77,7 +78,7 @@ def _best_of_stage1(out: Path) -> dict:
         scored.append((metrics["val_error"], name, extra))
     error, name, extra = min(scored, key=lambda t: t[0])
     print(f"best of stage 1: {name} ({error:.2f}% validation error)", flush=True)
-    return dict(extra)
+    return name, dict(extra)
 
 
 def _summary(out: Path) -> None:
@@ -113,8 +114,12 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    trials = (STAGES[args.stage] if args.stage in STAGES
-              else LATER[args.stage](_best_of_stage1(out)))
+    if args.stage in STAGES:
+        trials = STAGES[args.stage]
+    else:
+        best_name, best = _best_of_stage1(out)
+        trials = [(f"{best_name}+{name}", {**best, **extra})
+                  for name, extra in LATER[args.stage](best)]
     for name, extra in trials:
         if args.only and name not in args.only:
             continue
