@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .grids import _affine_grid, _projective_grid
+from .grids import _affine_grid, _projective_grid, compute_dtype
+from .warping import _nan_where
 
 __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 
@@ -33,18 +34,13 @@ __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 OPSET = 18
 
 
-def _finite_rule(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-    shape = (-1,) + (1,) * (out.dim() - 1)
-    return torch.where(finite.view(shape), out, torch.full_like(out, float("nan")))
-
-
 def _reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
                     projective):
     """The warp of ``input`` by (N, 3, 3) ``matrix`` on the reference path."""
     finite = torch.isfinite(matrix).flatten(1).all(1)
     eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
     m = torch.where(finite.view(-1, 1, 1), matrix, eye)
-    work = m.dtype if m.dtype in (torch.float32, torch.float64) else torch.float32
+    work = compute_dtype(m.dtype)
     m = m.to(work)
     if projective:
         grid = _projective_grid(m, (out_h, out_w), align_corners)
@@ -53,7 +49,7 @@ def _reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
     out = F.grid_sample(input.to(work), grid, mode="nearest" if nearest else "bilinear",
                         padding_mode="border" if border else "zeros",
                         align_corners=align_corners)
-    return _finite_rule(out.to(input.dtype), finite)
+    return _nan_where(out.to(input.dtype), finite)
 
 
 def _numba_reference(input, theta, out_h, out_w, nearest, border, align_corners, projective):

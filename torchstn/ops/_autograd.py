@@ -1,4 +1,5 @@
-"""The autograd formula both fused backends register on their warp operators.
+"""What both fused backends' warp operators share: their argument checks and the autograd
+formula they register.
 
 A forward operator ``op(input, theta_or_matrix, out_h, out_w, nearest, border,
 align_corners, projective)`` gets the gradient from its backward operator
@@ -9,7 +10,20 @@ the backward operator's own formula refuses a second derivative.
 
 from __future__ import annotations
 
-__all__ = ["register_warp_autograd"]
+__all__ = ["check_grad_out", "check_out_size", "register_warp_autograd"]
+
+
+def check_out_size(op: str, out_h: int, out_w: int) -> None:
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"torchstn::{op}: out_h and out_w must be >= 1, got {out_h} and "
+                         f"{out_w}")
+
+
+def check_grad_out(op: str, grad_out, input) -> None:
+    if grad_out.dim() != 4 or grad_out.shape[:2] != input.shape[:2]:
+        raise ValueError(f"torchstn::{op}: grad_out must be (N, C, out_h, out_w) with "
+                         f"(N, C) = {tuple(input.shape[:2])} of input, got "
+                         f"{tuple(grad_out.shape)}")
 
 
 def register_warp_autograd(forward, backward, backward_op, backend: str) -> None:

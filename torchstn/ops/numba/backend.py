@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ...warping import FusedMatrixBackend, WarpCall
-from .._autograd import register_warp_autograd
+from .._autograd import check_grad_out, check_out_size, register_warp_autograd
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
@@ -237,9 +237,7 @@ def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: 
         raise ValueError("torchstn::numba_warp: theta must be a float32 or float64 (N, E) "
                          f"tensor with N = {input.shape[0]} and 1 <= E <= 9, got "
                          f"{tuple(theta.shape)} {theta.dtype}")
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"torchstn::numba_warp: out_h and out_w must be >= 1, got "
-                         f"{out_h} and {out_w}")
+    check_out_size("numba_warp", out_h, out_w)
 
 
 def _matrices(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -285,10 +283,7 @@ def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, theta: torc
                         need_theta: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_theta)``, like
     ``input`` and ``theta``; an empty tensor for a gradient not asked for."""
-    if grad_out.dim() != 4 or grad_out.shape[:2] != input.shape[:2]:
-        raise ValueError("torchstn::numba_warp_backward: grad_out must be (N, C, out_h, "
-                         f"out_w) with (N, C) = {tuple(input.shape[:2])} of input, got "
-                         f"{tuple(grad_out.shape)}")
+    check_grad_out("numba_warp_backward", grad_out, input)
     _check_op_args(input, theta, *grad_out.shape[2:])
     n, e = theta.shape
     m, bad = _matrices(theta)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .._autograd import register_warp_autograd
+from .._autograd import check_grad_out, check_out_size, register_warp_autograd
 from .backend import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
@@ -51,9 +51,7 @@ def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: in
     """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
     ``(N, C, out_h, out_w)``, dtype of ``input`` (channels-last where ``input`` is)."""
     _check_args("triton_warp", input, matrix)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"torchstn::triton_warp: out_h and out_w must be >= 1, got {out_h} "
-                         f"and {out_w}")
+    check_out_size("triton_warp", out_h, out_w)
     m, finite = _finite_rows(matrix)
     out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective)
     return torch.where(finite.view(-1, 1, 1, 1), out, torch.full_like(out, float("nan")))
@@ -67,10 +65,7 @@ def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: to
     """Gradients of :func:`triton_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
     like ``input`` (contiguous) and ``matrix``; an empty tensor for one not asked for."""
     _check_args("triton_warp_backward", input, matrix)
-    if grad_out.dim() != 4 or grad_out.shape[:2] != input.shape[:2]:
-        raise ValueError("torchstn::triton_warp_backward: grad_out must be (N, C, out_h, "
-                         f"out_w) with (N, C) = {tuple(input.shape[:2])} of input, got "
-                         f"{tuple(grad_out.shape)}")
+    check_grad_out("triton_warp_backward", grad_out, input)
     m, finite = _finite_rows(matrix)
     go = torch.where(finite.view(-1, 1, 1, 1), grad_out, torch.zeros_like(grad_out))
     gx, gm = input.new_empty(0), matrix.new_empty(0)
