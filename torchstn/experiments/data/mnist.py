@@ -89,10 +89,12 @@ class DistortedMNIST:
             if not 0 < val_size < len(train_x):
                 raise ValueError(f"val_size must be between 1 and {len(train_x) - 1} (the "
                                  f"training digits of {dataset}), got {val_size}")
-            self._rows, val_rows = validation_split(len(train_x), val_size)
+            rows, val_rows = validation_split(len(train_x), val_size)
             test_x, test_y = train_x[val_rows], train_y[val_rows]
+            # Read once: the rest are the training digits.
+            self._train_digits = (train_x[rows], train_y[rows])
         else:
-            self._rows = None
+            self._train_digits = None  # read on first use
             test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
         what = "the validation digits" if val_size else f"the test digits of {dataset}"
         _check_size("test_size", test_size, len(test_x), what)
@@ -104,9 +106,8 @@ class DistortedMNIST:
         """The training digits, labels and clutter pool, read on first use (scoring a
         run needs only the test files)."""
         if self._train is None:
-            train_x, train_y = load_idx_dataset(self.dataset, "train", self.data_dir)
-            if self._rows is not None:  # the validation digits are held out
-                train_x, train_y = train_x[self._rows], train_y[self._rows]
+            train_x, train_y = self._train_digits or load_idx_dataset(
+                self.dataset, "train", self.data_dir)
             _check_size("train_size", self.train_size, len(train_x),
                         f"the training digits of {self.dataset}")
             pool = train_x.to(self.device)  # tc clutter comes from the whole training split
