@@ -20,7 +20,7 @@ from torchstn.experiments.config import (
     load_config_file,
     make_config,
 )
-from torchstn.experiments.reports.reproduce import TABLE1_CELLS, table1_cell
+from torchstn.experiments.reports.reproduce import TABLE1_CELLS, table1_base, table1_cell
 from torchstn.experiments.tasks import TASKS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1"
@@ -198,7 +198,7 @@ def test_unknown_task_and_missing_config(tmp_path, capsys):
 
 
 def test_the_shipped_table1_configs_are_what_reproduce_runs():
-    base = make_config().resolved()
+    base = table1_base().resolved()
     files = sorted(CONFIGS.glob("*.toml"))
     assert len(files) == len(TABLE1_CELLS) == 36
     for distortion, model in TABLE1_CELLS:

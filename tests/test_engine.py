@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -232,6 +233,47 @@ def test_reproduce_table1_skips_finished_runs(data_dir, tmp_path, monkeypatch):
     run_table1(tmp_path, distortions=["tc"], models=["st-fcn-projective"], base=base,
                data_dir=data_dir, progress=False)
     assert calls == []
+
+
+def test_reproduce_table1_runs_seed_by_seed_and_refuses_another_recipes_run(
+        data_dir, tmp_path, monkeypatch):
+    base = make_config(epochs=1, train_size=64, test_size=32, batch_size=32).resolved()
+    order = []
+
+    def fake_train(cfg, run, **kwargs):
+        order.append((cfg.task.distortion, cfg.task.model, cfg.train.seed))
+
+    monkeypatch.setattr("torchstn.experiments.reports.reproduce.train", fake_train)
+    run_table1(tmp_path, distortions=["r", "rts"], models=["fcn", "cnn"], seeds=2, base=base,
+               data_dir=data_dir, progress=False)
+    cells = [("r", "fcn"), ("r", "cnn"), ("rts", "fcn"), ("rts", "cnn")]
+    assert order == [(*c, 0) for c in cells] + [(*c, 1) for c in cells]
+    monkeypatch.undo()
+    run_table1(tmp_path, distortions=["r"], models=["fcn"], base=base, data_dir=data_dir,
+               progress=False)
+    other = dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=0.5))
+    with pytest.raises(ValueError, match=r"r/fcn/seed0 holds a run with a different "
+                                         r"configuration \(optim.lr: 0.001 saved, 0.5 given"):
+        run_table1(tmp_path, distortions=["r"], models=["fcn"], base=other,
+                   data_dir=data_dir, progress=False)
+
+
+def test_reproduce_table1_trains_the_chosen_recipe_under_the_users_settings(tmp_path,
+                                                                           monkeypatch):
+    from torchstn.experiments.cli import main
+    from torchstn.experiments.reports.reproduce import TABLE1_RECIPE
+
+    seen = []
+    monkeypatch.setattr("torchstn.experiments.reports.reproduce.run_table1",
+                        lambda out, base, **kw: seen.append(base) or "table")
+    assert main(["reproduce", "table1", "--out", str(tmp_path)]) == 0
+    recipe = make_config(**TABLE1_RECIPE).resolved()
+    assert seen[0] == recipe and recipe.optim.optimizer == "adamw"
+    (tmp_path / "c.toml").write_text("[optim]\nlr = 0.002\n[train]\nepochs = 3\n")
+    assert main(["reproduce", "table1", "--out", str(tmp_path), "--config",
+                 str(tmp_path / "c.toml"), "--epochs", "2"]) == 0
+    # The file's lr and the flag's epochs win; the rest of the recipe stays.
+    assert seen[1] == make_config(**{**TABLE1_RECIPE, "lr": 0.002, "epochs": 2}).resolved()
 
 
 def test_written_files_get_the_umask_mode(tmp_path):

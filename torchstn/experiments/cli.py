@@ -34,8 +34,8 @@ def _add_run_args(p: argparse.ArgumentParser, task: str, *, exclude=frozenset())
     add_config_flags(p, task, exclude=set(exclude))
 
 
-def _config(args: argparse.Namespace, task: str):
-    """The run configuration: defaults < --config file < flags."""
+def _config(args: argparse.Namespace, task: str, defaults: dict | None = None):
+    """The run configuration: defaults < ``defaults`` (flat) < --config file < flags."""
     from .config import (
         check_not_legacy,
         config_fields,
@@ -48,6 +48,12 @@ def _config(args: argparse.Namespace, task: str):
     data = load_config_file(path) if path else {}
     where = f"--config {path}" if path else "config"
     check_not_legacy(data, where)
+    if defaults:
+        below = flat_overrides({}, defaults, task)
+        for section, values in data.items():
+            below[section] = {**below.get(section, {}), **values} if isinstance(
+                values, dict) else values
+        data = below
     given = {k: getattr(args, k) for k in config_fields(task) if hasattr(args, k)}
     given.pop("task", None)
     return config_from_dict(flat_overrides(data, given, task), where)
@@ -142,10 +148,10 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reports.reproduce import run_table1
+    from .reports.reproduce import TABLE1_RECIPE, run_table1
 
     _threads(args)
-    base = _config(args, "distorted-digits").resolved()
+    base = _config(args, "distorted-digits", TABLE1_RECIPE).resolved()
     _prepare_data(args, base)
     table = run_table1(args.out, distortions=args.distortions, models=args.models,
                        seeds=args.seeds, base=base, data_dir=args.data_dir,
