@@ -15,7 +15,10 @@ pytest, no hypothesis. Prints one line per check and a summary; exits 1 if any f
      onnxscript is installed, run in onnxruntime;
   5. determinism: under torch.use_deterministic_algorithms(True) the Triton backward is
      allowed and bit-identical run to run (and whether PyTorch's own grid_sample backward
-     is allowed is reported).
+     is allowed is reported);
+  6. training on the GPU: every distortion's batches made on the device and a bfloat16
+     autocast, channels-last training step of ST-CNN affine (the fused warp), all under
+     torch.cuda.set_sync_debug_mode("error"): no host round-trip per batch.
 
 ``--device cpu`` runs the same script in Triton's interpreter (TRITON_INTERPRET=1), on
 small sizes, skipping what the interpreter cannot trace (3, and 2's AOT dispatch): a
@@ -244,6 +247,44 @@ def determinism(device, quick):
     return f"triton: bit-identical over 3 runs; PyTorch's grid_sample backward: {torch_says}"
 
 
+@check("6. batches made on the GPU and a bf16 channels-last step, with no host sync")
+def gpu_training(device, quick):
+    from torchstn.experiments.config import OptimConfig
+    from torchstn.experiments.data.distortions import distort, output_size
+    from torchstn.experiments.engine.loop import autocast
+    from torchstn.experiments.models import build_model
+    from torchstn.experiments.engine.optim import build_optimizer
+
+    if device != "cuda":
+        return "skipped (needs CUDA)"
+    gen = torch.Generator().manual_seed(3)
+    digits = torch.randint(0, 256, (512, 28, 28), dtype=torch.uint8, generator=gen).cuda()
+    y = torch.randint(0, 10, (256,), generator=gen).cuda()
+    shown = []
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for name in ("r", "rts", "p", "e", "tc"):
+            idx = torch.randperm(512, generator=gen)[:256].pin_memory().cuda(non_blocking=True)
+            x, _ = distort(digits[idx], name, gen, pool=digits)
+            assert x.shape == (256, 1, output_size(name), output_size(name)), x.shape
+            shown.append(name)
+        model = build_model("st-cnn-affine", 42, st_downsample=True).cuda()
+        model = model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, OptimConfig(optimizer="adamw", lr=1e-3))
+        for _ in range(3):
+            x, _ = distort(digits[:256], "rts", gen, pool=digits)
+            with autocast("bf16", torch.device("cuda")):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item()
+    return f"distortions {' '.join(shown)} and 3 training steps, no synchronisation"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -255,7 +296,7 @@ def main() -> int:
     quick = args.device == "cpu"
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (interpreter)"
     print(f"torch {torch.__version__}, {name}")
-    for step in (correctness, opcheck, compile_, export, determinism):
+    for step in (correctness, opcheck, compile_, export, determinism, gpu_training):
         step(args.device, quick)
     failed = [name for name, ok, _ in RESULTS if not ok]
     print(f"\n{len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed"

@@ -65,9 +65,23 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, *shape) -> torc
     return lo + (hi - lo) * torch.rand(n, *shape, generator=gen, dtype=torch.float64)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor copied to ``device`` without making the host wait for the device.
+
+    A copy from ordinary (pageable) host memory to a GPU waits for the work queued before
+    it; from pinned memory with ``non_blocking`` it is queued like a kernel, so making a
+    batch on the GPU never stalls the host.
+    """
+    if device.type == "cpu" or t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _on(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Parameters drawn on the CPU, in the dtype and on the device of the images."""
-    return params.to(device=x.device, dtype=x.dtype)
+    return to_device(params.to(x.dtype), x.device)
 
 
 DISTORTIONS.add("none", Distortion(28, lambda n, gen, pool_size: {},
@@ -177,7 +191,8 @@ def _apply_tc(x, drawn, pool):
     t = (30.0 - pos) / HALF - 1
     canvas = warp(x, _on(_attention(math.log(30 / HALF), t[:, 0], t[:, 1]), x), "attention",
                   out_size=(60, 60))
-    digits = pool[src.to(pool.device)].unsqueeze(1).to(device=x.device, dtype=x.dtype) / 255
+    digits = pool[to_device(src, pool.device)].unsqueeze(1)
+    digits = digits.to(device=x.device, dtype=x.dtype) / 255
     ct = (3.0 + crop_at) / HALF - 1
     crops = warp(digits, _on(_attention(math.log(3 / HALF), ct[:, 0], ct[:, 1]), x),
                  "attention", out_size=(6, 6))
@@ -186,7 +201,7 @@ def _apply_tc(x, drawn, pool):
     offsets = torch.arange(6)
     rows = paste_at[:, 1].long().view(-1, 1, 1) + offsets.view(1, 6, 1)
     cols = paste_at[:, 0].long().view(-1, 1, 1) + offsets.view(1, 1, 6)
-    where = (rows * 60 + cols).view(n, k * 36).to(x.device)
+    where = to_device((rows * 60 + cols).view(n, k * 36), x.device)
     clutter = torch.zeros(n, 60 * 60, dtype=x.dtype, device=x.device).scatter_reduce_(
         1, where, crops.reshape(n, k * 36), "amax").view(n, 1, 60, 60)
     return torch.maximum(canvas, clutter)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .distortions import distort, output_size
+from .distortions import distort, output_size, to_device
 from .idx import load_idx_dataset
 
 __all__ = ["VAL_SEED", "DistortedMNIST", "shard_rows", "validation_split"]
@@ -138,7 +138,7 @@ class DistortedMNIST:
         gen = _epoch_generator(self.seed, epoch)
         order = torch.randperm(len(self.train_x), generator=gen)
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+            idx = to_device(order[start : start + batch_size], self.train_x.device)
             rows = None if world == 1 else shard_rows(len(idx), rank, world)
             x, _ = distort(self.train_x[idx], self.distortion, gen, pool=self.clutter_pool,
                            rows=rows)
