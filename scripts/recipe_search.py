@@ -64,6 +64,8 @@ LATER = {
         # st_pool won on seed 0 (1.12 against 1.22): is it more than seed noise?
         *[(f"st-pool-seed{s}", {"st_pool": True, "seed": s}) for s in (1, 2, 3)],
         ("st-pool-20-epochs", {"st_pool": True, "epochs": 20}),
+        # The 40-epoch run wandered while the rate was high: a lower peak for longer runs?
+        ("st-pool-20-epochs-lr4e-3", {"st_pool": True, "epochs": 20, "lr": 4e-3}),
         # Does the rate carry over to the fully connected models?
         *[(f"{m}-lr{lr:g}", {"model": m, "lr": lr})
           for m in ("fcn", "st-fcn-affine") for lr in (2e-3, 8e-3)],

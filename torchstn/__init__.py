@@ -7,7 +7,8 @@ Convention everywhere: normalised coordinates ``(x, y)`` in ``[-1, 1]``, grids s
 
 from .grids import FAR, affine_grid, identity_grid, projective_grid
 from .homography import homography_from_points
-from .modules import LocalizationNet, SpatialTransformer, find_transformers
+from .modules import LocalizationNet, SpatialTransformer, TransformerModule, find_transformers
+from .multi import ParallelTransformer, RecurrentTransformer, tile_params
 from .ops.numba import NumbaBackend
 from .ops.triton import TritonBackend
 from .sampling import MODES, PADDING_MODES, sample
@@ -35,8 +36,11 @@ __all__ = [
     "Backend",
     "LocalizationNet",
     "MatrixTransform",
+    "ParallelTransformer",
+    "RecurrentTransformer",
     "SpatialTransformer",
     "Transform",
+    "TransformerModule",
     "affine_grid",
     "find_transformers",
     "get_transform",
@@ -49,6 +53,7 @@ __all__ = [
     "register_backend",
     "register_transform",
     "sample",
+    "tile_params",
     "tps_grid",
     "warp",
 ]

@@ -10,7 +10,7 @@ from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
 from .warping import list_backends, warp
 
-__all__ = ["LocalizationNet", "SpatialTransformer", "find_transformers"]
+__all__ = ["LocalizationNet", "SpatialTransformer", "TransformerModule", "find_transformers"]
 
 
 class LocalizationNet(nn.Module):
@@ -55,6 +55,38 @@ class LocalizationNet(nn.Module):
         return self.fc(self.features(x))
 
 
+def localize(localization: nn.Module, head: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``localization(x)`` flattened to ``(N, F)``, checked against the ``head`` it feeds."""
+    features = localization(x)
+    if not isinstance(features, torch.Tensor) or features.dim() < 2 or (
+        features.shape[0] != x.shape[0]
+    ):
+        got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)
+        raise ValueError(
+            f"localization must return a tensor (N, F) with N = {x.shape[0]}, got {got}"
+        )
+    features = features.flatten(1)
+    expected = head.in_features
+    if not isinstance(head, nn.LazyLinear) and features.shape[1] != expected:
+        raise ValueError(
+            f"localization returned {features.shape[1]} features per image but the "
+            f"regression head expects loc_features = {expected}"
+        )
+    return features
+
+
+def regression_head(localization: nn.Module, identity: torch.Tensor,
+                    loc_features: int | None = None) -> nn.Linear:
+    """A linear head from the localisation features to parameters, initialised to the
+    transform ``identity`` (a lazy layer when the feature size is not known)."""
+    features = loc_features or getattr(localization, "out_features", None)
+    if features is None:
+        return _LazyIdentityHead(identity)
+    head = nn.Linear(int(features), identity.numel())
+    _init_identity(head, identity)
+    return head
+
+
 def _init_identity(linear: nn.Linear, identity: torch.Tensor) -> None:
     """Zero weights and identity bias: the untrained transformer is the identity (paper, A.1)."""
     with torch.no_grad():
@@ -76,7 +108,19 @@ class _LazyIdentityHead(nn.LazyLinear):
             _init_identity(self, self._identity)
 
 
-class SpatialTransformer(nn.Module):
+class TransformerModule(nn.Module):
+    """Base of the modules that predict a transform and warp by it: :class:`SpatialTransformer`,
+    :class:`~torchstn.ParallelTransformer` and :class:`~torchstn.RecurrentTransformer`.
+
+    :func:`find_transformers` finds them by this type; :meth:`members` names the
+    transformers a module is made of, which are not listed again.
+    """
+
+    def members(self) -> list[nn.Module]:
+        return []
+
+
+class SpatialTransformer(TransformerModule):
     """Spatial transformer: localisation net -> grid generator -> sampler (paper, Fig. 2).
 
     ``forward(x)`` runs ``localization(x)`` to a feature vector, a linear regression
@@ -145,13 +189,7 @@ class SpatialTransformer(nn.Module):
         self.mode, self.padding_mode = mode, padding_mode
         self.align_corners = bool(align_corners)
         self.backend = check_choice("backend", backend, ["auto", *list_backends()])
-        identity = self.transform.identity()
-        features = loc_features or getattr(localization, "out_features", None)
-        if features is None:
-            self.head = _LazyIdentityHead(identity)
-        else:
-            self.head = nn.Linear(int(features), identity.numel())
-            _init_identity(self.head, identity)
+        self.head = regression_head(localization, self.transform.identity(), loc_features)
 
     def extra_repr(self) -> str:
         return (f"transform={self.transform!r}, out_size={self.out_size}, mode={self.mode!r}, "
@@ -167,22 +205,7 @@ class SpatialTransformer(nn.Module):
                 f"input has {x.shape[1]} channels but the default localization net was built "
                 f"for in_channels = {self.localization.in_channels}"
             )
-        features = self.localization(x)
-        if not isinstance(features, torch.Tensor) or features.dim() < 2 or (
-            features.shape[0] != x.shape[0]
-        ):
-            got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features)
-            raise ValueError(
-                f"localization must return a tensor (N, F) with N = {x.shape[0]}, got {got}"
-            )
-        features = features.flatten(1)
-        expected = self.head.in_features
-        if not isinstance(self.head, nn.LazyLinear) and features.shape[1] != expected:
-            raise ValueError(
-                f"localization returned {features.shape[1]} features per image but the "
-                f"regression head expects loc_features = {expected}"
-            )
-        return self.head(features)
+        return self.head(localize(self.localization, self.head, x))
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.parameters_of(x)
@@ -192,13 +215,15 @@ class SpatialTransformer(nn.Module):
         return (out, params) if return_params else out
 
 
-def find_transformers(model: nn.Module) -> list[SpatialTransformer]:
-    """Every :class:`SpatialTransformer` inside ``model``, in ``model.modules()`` order.
+def find_transformers(model: nn.Module) -> list[TransformerModule]:
+    """Every transformer module inside ``model``, in ``model.modules()`` order.
 
-    Found by type, not by attribute name, so it works for any model: one transformer in
-    front of a classifier, several in parallel, one before each of several layers, or a
-    model wrapped by ``DistributedDataParallel`` or ``torch.compile``. A transformer
-    nested inside another transformer's localisation net is listed after its parent.
+    Found by type (:class:`TransformerModule`), not by attribute name, so it works for any
+    model: one transformer in front of a classifier, several in parallel, one before each
+    of several layers, or a model wrapped by ``DistributedDataParallel`` or
+    ``torch.compile``. A :class:`~torchstn.ParallelTransformer` is listed once, not with
+    its K members. A transformer nested inside another transformer's localisation net is
+    listed after its parent.
 
     Example:
         >>> model = nn.Sequential(SpatialTransformer(None, "affine", in_channels=1),
@@ -209,4 +234,6 @@ def find_transformers(model: nn.Module) -> list[SpatialTransformer]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+    found = [m for m in model.modules() if isinstance(m, TransformerModule)]
+    members = {id(member) for m in found for member in m.members()}
+    return [m for m in found if id(m) not in members]

@@ -176,6 +176,15 @@ class MatrixTransform(Transform):
         """Parameters of the inverse transform: ``M(inverse(p)) = M(p)^-1``."""
         return self._from_matrix(torch.linalg.inv(self._matrix(self.check_params(params))))
 
+    def _from_matrix_or_nan(self, m: torch.Tensor) -> torch.Tensor:
+        """``_from_matrix`` without data-dependent checks (it traces whole): a matrix the
+        family cannot express gives NaN parameters instead of an error."""
+        return self._from_matrix(m)
+
+    def _compose_unchecked(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """:meth:`compose` of checked parameters, NaN where it cannot be expressed."""
+        return self._from_matrix_or_nan(self._matrix(first) @ self._matrix(second))
+
     def _grid(self, params, spatial, align_corners):
         m = self._matrix(params)
         if self.projective:
@@ -315,6 +324,12 @@ class Projective(MatrixTransform):
                 "(the 3x3 matrix with its last entry fixed to +1)"
             )
         return (m / m22.view(-1, 1, 1)).reshape(-1, 9)[:, :8].clone()
+
+    def _from_matrix_or_nan(self, m):
+        m22 = m[:, 2, 2]
+        bad = m22 <= 16 * torch.finfo(m.dtype).eps * m[:, 2].abs().sum(-1)
+        params = (m / m22.view(-1, 1, 1)).reshape(-1, 9)[:, :8]
+        return torch.where(bad.view(-1, 1), torch.full_like(params, float("nan")), params)
 
 
 @register_transform("affine3d")
