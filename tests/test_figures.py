@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -33,6 +34,24 @@ def test_capture_records_every_transformer_in_order():
         again = torch.nn.functional.grid_sample(r["input"], r["grid"], align_corners=False)
         torch.testing.assert_close(again, r["output"], atol=1e-5, rtol=0)
     assert model.training  # the model is left in the mode it was in
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_capture_gives_each_parallel_member_and_the_recurrent_final_grid(shared):
+    pt = ts.ParallelTransformer(3, "attention", in_channels=1, init="tile",
+                                shared_localization=shared)
+    rt = ts.RecurrentTransformer(None, "affine", 2, in_channels=3, out_size=(6, 6))
+    with torch.no_grad():
+        rt.heads[0].bias.copy_(torch.tensor([0.9, 0.1, 0.1, -0.1, 0.8, 0.0]))
+    model = nn.Sequential(pt, rt)
+    x = torch.rand(2, 1, 12, 12)
+    recs = capture_transformers(model, x)
+    assert [r["module"] for r in recs] == [pt, pt, pt, rt]
+    inputs = [x, x, x, pt(x)]
+    for r, inp in zip(recs, inputs):
+        again = torch.nn.functional.grid_sample(inp, r["grid"], align_corners=False)
+        torch.testing.assert_close(again, r["output"], atol=1e-5, rtol=0)
+    assert recs[3]["output"].shape == (2, 3, 6, 6)
 
 
 def test_figures_draw_every_transformer(tmp_path):

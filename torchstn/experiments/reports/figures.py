@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from torchstn.modules import find_transformers
+from torchstn.multi import ParallelTransformer
 
 from .viz import draw_grid, pyplot, save_figure
 
@@ -29,19 +30,27 @@ def _image(t: torch.Tensor):
 def capture_transformers(model: nn.Module, x: torch.Tensor) -> list[dict]:
     """Run ``model`` on ``x`` and record what each of its spatial transformers saw.
 
-    Returns one dict per transformer of :func:`torchstn.find_transformers`, in order:
-    ``input`` (what reached it), ``output``, ``grid`` (the sampling grid, normalised
-    ``(N, H_out, W_out, 2)``) and ``module``. Transformers that did not run are left out.
+    Returns one dict per transformer of :func:`torchstn.find_transformers`, in order (a
+    :class:`~torchstn.ParallelTransformer` gives one per member): ``input`` (what reached
+    it), ``output``, ``grid`` (the sampling grid, normalised ``(N, H_out, W_out, 2)``),
+    ``align_corners`` and ``module``. Transformers that did not run are left out.
     """
-    records: dict[int, dict] = {}
+    records: dict[tuple[int, int], dict] = {}
     hooks = []
     for i, stn in enumerate(find_transformers(model)):
         def hook(module, args, output, i=i):
             inp = args[0]
             out = output[0] if isinstance(output, tuple) else output
             params = module.parameters_of(inp)
-            grid = module.transform.grid(params, out.shape, align_corners=module.align_corners)
-            records[i] = {"module": module, "input": inp, "output": out, "grid": grid}
+            if isinstance(module, ParallelTransformer):
+                outs = out if isinstance(out, list) else out.chunk(module.k, dim=1)
+                members = module.members() or [module] * module.k
+            else:
+                params, outs, members = [params], [out], [module]
+            for j, (p, o, m) in enumerate(zip(params, outs, members)):
+                grid = m.transform.grid(p, o.shape, align_corners=m.align_corners)
+                records[i, j] = {"module": module, "input": inp, "output": o, "grid": grid,
+                                 "align_corners": m.align_corners}
         hooks.append(stn.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -75,12 +84,12 @@ def transformer_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
             axes[0, i].imshow(img, **kw)
         axes[0, 0].set_ylabel("input", fontsize=9)
     for k, rec in enumerate(records):
-        stn, inp, out = rec["module"], rec["input"], rec["output"]
+        inp, out = rec["input"], rec["output"]
         for i in range(n):
             img, kw = _image(inp[i])
             axes[2 * k, i].imshow(img, **kw)
             draw_grid(axes[2 * k, i], rec["grid"][i], inp.shape[-2:],
-                      align_corners=stn.align_corners, lines=6)
+                      align_corners=rec["align_corners"], lines=6)
             img, kw = _image(out[i])
             axes[2 * k + 1, i].imshow(img, **kw)
         which = f"ST {k + 1} " if len(records) > 1 else "ST "
