@@ -28,34 +28,41 @@ from torch import nn
 
 from torchstn._registry import Registry
 from torchstn.modules import SpatialTransformer
+from torchstn.multi import ParallelTransformer
 
-__all__ = ["MODELS", "STClassifier", "build_model", "list_models"]
+from .data.addition import NUM_SUMS
+
+__all__ = ["ADDITION_MODELS", "MODELS", "STClassifier", "build_addition_model", "build_model",
+           "list_models"]
 
 #: Table 1 models by name; each entry builds ``(in_size, *, st_downsample, num_classes)``.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def fcn(in_size: int, num_classes: int = 10, hidden: int = 128) -> nn.Sequential:
+def fcn(in_size: int, num_classes: int = 10, hidden: int = 128,
+        in_channels: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(in_size * in_size, hidden), nn.ReLU(),
+        nn.Flatten(), nn.Linear(in_channels * in_size * in_size, hidden), nn.ReLU(),
         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
     )
 
 
-def cnn(in_size: int, num_classes: int = 10, channels=(32, 64)) -> nn.Sequential:
+def cnn(in_size: int, num_classes: int = 10, channels=(32, 64),
+        in_channels: int = 1) -> nn.Sequential:
     c1, c2 = channels
     side = in_size // 2 // 2
     return nn.Sequential(
-        nn.Conv2d(1, c1, 9, padding=4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, c1, 9, padding=4), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 7, padding=3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(c2 * side * side, num_classes),
     )
 
 
-def fc_localization(in_size: int, width: int = 32) -> tuple[nn.Sequential, int]:
+def fc_localization(in_size: int, width: int = 32,
+                    in_channels: int = 1) -> tuple[nn.Sequential, int]:
     """Three fully connected layers of ``width``; returns the net and its feature size."""
     net = nn.Sequential(
-        nn.Flatten(), nn.Linear(in_size * in_size, width), nn.ReLU(),
+        nn.Flatten(), nn.Linear(in_channels * in_size * in_size, width), nn.ReLU(),
         nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
     )
     return net, width
@@ -78,7 +85,7 @@ class STClassifier(nn.Module):
     """A spatial transformer followed by a classifier; ``pool``: average-pool the
     transformer's output by 2 first."""
 
-    def __init__(self, stn: SpatialTransformer, classifier: nn.Module, *, pool: bool = False):
+    def __init__(self, stn: nn.Module, classifier: nn.Module, *, pool: bool = False):
         super().__init__()
         self.stn = stn
         self.pool = nn.AvgPool2d(2) if pool else nn.Identity()  # no weights either way
@@ -127,3 +134,46 @@ def build_model(name: str, in_size: int, *, st_downsample: bool = False,
     """Build model ``name`` for square inputs of side ``in_size``."""
     return MODELS.get(name)(in_size, st_downsample=st_downsample, st_pool=st_pool,
                             num_classes=num_classes)
+
+
+# MNIST addition (appendix A.1): inputs (2, 42, 42), one digit per channel; 19 sums. The
+# widths make the models about the same size, as the paper's are (`torchstn models`):
+# FCN 471k parameters, CNN 416k, ST-FCN 412k-413k, 2xST-FCN 475k-477k.
+#: MNIST-addition models by name; each entry builds ``(*, st_pool)``.
+ADDITION_MODELS: Registry[Callable[..., nn.Module]] = Registry("addition model")
+_ADD_SIZE, _ADD_CHANNELS = 42, 2
+
+
+@ADDITION_MODELS.register("fcn")
+def _add_fcn(*, st_pool=False):
+    return fcn(_ADD_SIZE, NUM_SUMS, 128, in_channels=_ADD_CHANNELS)
+
+
+@ADDITION_MODELS.register("cnn")
+def _add_cnn(*, st_pool=False):
+    return cnn(_ADD_SIZE, NUM_SUMS, (48, 96), in_channels=_ADD_CHANNELS)
+
+
+def _add_st_fcn(family: str, k: int, *, st_pool: bool = False) -> STClassifier:
+    """k transformers, each seeing both channels and warping both, to half size (sampled
+    there, or at full size and average-pooled with ``st_pool``); their outputs
+    concatenated (2k channels) into an FCN."""
+    half = _ADD_SIZE // 2
+    out = _ADD_SIZE if st_pool else half
+    nets = [fc_localization(_ADD_SIZE, in_channels=_ADD_CHANNELS)[0] for _ in range(k)]
+    stns = [SpatialTransformer(net, family, out_size=(out, out), loc_features=32)
+            for net in nets]
+    stn = stns[0] if k == 1 else ParallelTransformer.from_transformers(stns)
+    hidden = 256 if k == 1 else 128
+    head = fcn(half, NUM_SUMS, hidden, in_channels=_ADD_CHANNELS * k)
+    return STClassifier(stn, head, pool=st_pool)
+
+
+for _family in ("affine", "projective", "tps"):
+    ADDITION_MODELS.add(f"st-fcn-{_family}", partial(_add_st_fcn, _family, 1))
+    ADDITION_MODELS.add(f"2xst-fcn-{_family}", partial(_add_st_fcn, _family, 2))
+
+
+def build_addition_model(name: str, *, st_pool: bool = False) -> nn.Module:
+    """Build MNIST-addition model ``name`` (inputs ``(N, 2, 42, 42)``, 19 sums)."""
+    return ADDITION_MODELS.get(name)(st_pool=st_pool)

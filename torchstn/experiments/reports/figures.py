@@ -17,12 +17,15 @@ __all__ = ["capture_transformers", "curves_figure", "save_run_figures", "transfo
 
 def _image(t: torch.Tensor):
     """One picture of a ``(C, H, W)`` input or feature map: the image for 1 or 3 channels,
-    else the mean absolute activation."""
+    red and green for 2 (the two digits of MNIST addition), else the mean absolute
+    activation."""
     t = t.detach().float().cpu()
     if t.shape[0] == 3:
         return t.permute(1, 2, 0).clamp(0, 1).numpy(), {}
     if t.shape[0] == 1:
         return t[0].numpy(), {"cmap": "gray", "vmin": 0, "vmax": 1}
+    if t.shape[0] == 2:  # two images (MNIST addition): red and green
+        return torch.stack([t[0], t[1], torch.zeros_like(t[0])], -1).clamp(0, 1).numpy(), {}
     return t.abs().mean(0).numpy(), {"cmap": "magma"}
 
 
