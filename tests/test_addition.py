@@ -91,3 +91,27 @@ def test_the_addition_task_trains_scores_and_evaluates(data_dir, tmp_path, capsy
     assert task.example_inputs(2)[0].shape == (2, 2, 42, 42)
     assert main(["eval", str(tmp_path), "--data-dir", str(data_dir)]) == 0
     assert f"{metrics['test_error']:.2f}" in capsys.readouterr().out
+
+
+def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
+        data_dir, tmp_path, monkeypatch):
+    from torchstn.experiments.reports import reproduce as rep
+
+    base = rep.addition_base(epochs=1, train_size=256, test_size=64, batch_size=64)
+    assert base.task.name == "mnist-addition" and base.optim.optimizer == "adamw"
+    table = rep.run_addition(tmp_path, models=["fcn", "2xst-fcn-tps"], base=base,
+                             data_dir=data_dir, progress=False)
+    ours = json.loads((tmp_path / "2xst-fcn-tps" / "seed0" / "metrics.json").read_text())
+    assert f"| 2xst-fcn-tps | 477,075 | {ours['test_error']:.2f} | 5.8 |" in table
+    assert (tmp_path / "addition.md").read_text() == table
+    calls = []
+    monkeypatch.setattr(rep, "train", lambda *a, **k: calls.append(a))
+    rep.run_addition(tmp_path, models=["fcn", "2xst-fcn-tps"], base=base, data_dir=data_dir,
+                     progress=False)
+    assert calls == []  # finished: skipped
+    with pytest.raises(ValueError, match="models must be among"):
+        rep.run_addition(tmp_path, models=["st-cnn-affine"], base=base)
+    seen = []
+    monkeypatch.setattr(rep, "run_addition", lambda out, base, **kw: seen.append(base) or "t")
+    assert main(["reproduce", "addition", "--out", str(tmp_path), "--epochs", "3"]) == 0
+    assert seen[0] == rep.addition_base(epochs=3).resolved()

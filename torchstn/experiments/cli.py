@@ -148,19 +148,24 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reports.reproduce import TABLE1_RECIPE, run_table1
+    from .engine import is_primary_process
+    from .reports import reproduce as rep
 
     _threads(args)
-    base = _config(args, "distorted-digits", TABLE1_RECIPE).resolved()
-    _prepare_data(args, base)
-    table = run_table1(args.out, distortions=args.distortions, models=args.models,
-                       seeds=args.seeds, base=base, data_dir=args.data_dir,
-                       progress=not args.no_progress)
-    from .engine import is_primary_process
-
+    if args.experiment == "table1":
+        base = _config(args, "distorted-digits", rep.TABLE1_RECIPE).resolved()
+        _prepare_data(args, base)
+        table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
+                               seeds=args.seeds, base=base, data_dir=args.data_dir,
+                               progress=not args.no_progress)
+    else:
+        base = _config(args, "mnist-addition", rep.TABLE1_RECIPE).resolved()
+        _prepare_data(args, base)
+        table = rep.run_addition(args.out, models=args.models, seeds=args.seeds, base=base,
+                                 data_dir=args.data_dir, progress=not args.no_progress)
     if is_primary_process():
         print(table)
-        print(f"wrote {args.out}/table1.md")
+        print(f"wrote {args.out}/{args.experiment}.md")
     return 0
 
 
@@ -264,19 +269,27 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     _add_data_args(exp)
     exp.set_defaults(func=_export)
 
-    rep = sub.add_parser("reproduce", help="reproduce a table of the paper")
-    rep.add_argument("table", choices=["table1"])
-    rep.add_argument("--distortions", nargs="+", default=None,
-                     help="among r rts p e tc (default: all; on tc only the cells the "
-                          "paper reports)")
-    rep.add_argument("--models", nargs="+", default=None, help="default: the 8 Table 1 rows")
-    rep.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
-    rep.add_argument("--out", default="runs/table1", help="default: runs/table1")
-    rep.add_argument("--threads", type=int)
-    rep.add_argument("--no-progress", action="store_true")
-    _add_run_args(rep, "distorted-digits", exclude=_CELL_FIELDS)
-    _add_data_args(rep)
-    rep.set_defaults(func=_reproduce)
+    rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper: a grid of "
+                                           "runs at the chosen recipe, beside the paper")
+    experiments = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    for name, grid_task, rows, text in (
+            ("table1", "distorted-digits", "the 8 Table 1 rows",
+             "Table 1: distorted MNIST (R, RTS, P, E, TC)"),
+            ("addition", "mnist-addition", "FCN, CNN, ST-FCN and 2xST-FCN of each family",
+             "MNIST addition (appendix A.1)")):
+        exp = experiments.add_parser(name, help=text, description=text)
+        if name == "table1":
+            exp.add_argument("--distortions", nargs="+", default=None,
+                             help="among r rts p e tc (default: all; on tc only the cells "
+                                  "the paper reports)")
+        exp.add_argument("--models", nargs="+", default=None, help=f"default: {rows}")
+        exp.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
+        exp.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")
+        exp.add_argument("--threads", type=int)
+        exp.add_argument("--no-progress", action="store_true")
+        _add_run_args(exp, grid_task, exclude=_CELL_FIELDS)
+        _add_data_args(exp)
+        exp.set_defaults(func=_reproduce)
 
     cfg = sub.add_parser("config", help="print the run configuration as TOML (a starting "
                                         "point for --config; defaults derived from other "
