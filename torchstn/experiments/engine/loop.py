@@ -136,7 +136,10 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
         task = build_task(cfg.task, data_dir=data_dir, device=world.device,
                           seed=cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        model = task.build_model().to(world.device)
+        model = task.build_model()
+        if not ckpt.exists():
+            task.init_model(model)
+        model = model.to(world.device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg.optim)
@@ -215,6 +218,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
                 meta["data_dir"] = str(Path(task.data_dir).resolve())
             save_checkpoint(out / CHECKPOINT, model, opt, meta)
             metrics = _write_metrics(out, task, history, n_params, eval_keys)
+            task.after_epoch(out, model, history)
         world.barrier()  # no rank runs ahead of the checkpoint it may be killed after
     if metrics is None:  # resumed a run that had already finished, or a rank other than 0
         eval_keys = eval_keys or [k for k in history[-1] if k.startswith(("test_", "val_"))]

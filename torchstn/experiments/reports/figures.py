@@ -12,7 +12,8 @@ from torchstn.multi import ParallelTransformer
 
 from .viz import draw_grid, pyplot, save_figure
 
-__all__ = ["capture_transformers", "curves_figure", "save_run_figures", "transformer_figure"]
+__all__ = ["capture_transformers", "colocalization_figure", "curves_figure", "save_run_figures",
+           "transformer_figure"]
 
 
 def _image(t: torch.Tensor):
@@ -146,3 +147,49 @@ def save_run_figures(out, model: nn.Module, x: torch.Tensor, history: list[dict]
     if history:
         paths.append(curves_figure(history, out / "curves.png", title=label))
     return paths
+
+
+def colocalization_figure(images: torch.Tensor, boxes: torch.Tensor, truth: torch.Tensor,
+                          tracks: list, path, *, title: str = "") -> Path:
+    """Top: images with the true box (green) and the learned crop (red). Below: the
+    crops of the first images over training, one row per image (``tracks``: per epoch,
+    per image, a box ``(x0, y0, x1, y1)`` in pixels)."""
+    from matplotlib.patches import Rectangle
+
+    plt = pyplot()
+    n = len(images)
+    epochs = len(tracks)
+    shown = sorted({round(e) for e in torch.linspace(0, max(epochs - 1, 0),
+                                                      min(epochs, n)).tolist()})
+    rows = 1 + (len(tracks[0]) if tracks else 0)
+    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.6 * rows + 0.5), squeeze=False)
+    for i in range(n):
+        ax = axes[0, i]
+        ax.imshow(images[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        for box, colour in ((truth[i], "lime"), (boxes[i], "red")):
+            x0, y0, x1, y1 = (float(v) - 0.5 for v in box)
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour,
+                                   lw=1.2))
+    axes[0, 0].set_ylabel("true / learned", fontsize=9)
+    for r in range(1, rows):
+        image = images[r - 1, 0].cpu().numpy()
+        for c in range(n):
+            ax = axes[r, c]
+            if c >= len(shown):
+                ax.axis("off")
+                continue
+            x0, y0, x1, y1 = tracks[shown[c]][r - 1]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xlim(x0 - 0.5, x1 - 0.5)
+            ax.set_ylim(y1 - 0.5, y0 - 0.5)
+            if r == 1:
+                ax.set_title(f"epoch {shown[c] + 1}", fontsize=8)
+        axes[r, 0].set_ylabel(f"image {r}\ncrop", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved

@@ -48,6 +48,14 @@ class Task:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
+    def init_model(self, model: nn.Module) -> None:
+        """Prepare a freshly built model before a new run trains it (load pretrained
+        parts); not called when a run resumes or is loaded from its checkpoint."""
+
+    def after_epoch(self, out: Path, model: nn.Module, history: list[dict]) -> None:
+        """Called on the primary process after each epoch's checkpoint, with the run
+        folder (for what a task records over training besides its metrics)."""
+
     def num_train_examples(self) -> int:
         raise NotImplementedError
 
@@ -111,4 +119,4 @@ def build_task(cfg: Any, *, data_dir=None, device="cpu", seed: int = 0) -> Task:
     return TASKS.get(cfg.name)(cfg, data_dir=data_dir, device=device, seed=seed)
 
 
-from . import addition, digits  # noqa: E402,F401  (registers the tasks)
+from . import addition, colocalization, digits  # noqa: E402,F401  (registers the tasks)

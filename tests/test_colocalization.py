@@ -1,0 +1,77 @@
+"""Co-localisation: the canvases, the boxes, the IoU, the crop boxes and the task's plumbing."""
+
+import json
+
+import pytest
+import torch
+
+import torchstn as ts
+from torchstn.experiments import make_config, train
+from torchstn.experiments.data.colocalization import box_iou, colocalization_images
+from torchstn.experiments.data.idx import load_idx_dataset
+from torchstn.experiments.tasks.colocalization import CoLocalizer, crop_boxes
+
+
+def test_box_iou_against_hand_computed_values():
+    a = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 4, 4]])
+    b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [1, 1, 3, 3]])
+    torch.testing.assert_close(box_iou(a, b), torch.tensor([1.0, 50 / 150, 0.0, 4 / 16]))
+
+
+@pytest.mark.parametrize("clutter", [False, True])
+def test_canvases_hold_the_digit_in_its_box(data_dir, clutter):
+    images, boxes = colocalization_images(7, clutter=clutter, n=20, data_dir=data_dir)
+    assert images.shape == (20, 1, 84, 84) and images.dtype == torch.uint8
+    x, y = load_idx_dataset("mnist", "test", data_dir)
+    for img, box in zip(images[:, 0], boxes.long()):
+        x0, y0, x1, y1 = box.tolist()
+        assert x1 - x0 == 28 and y1 - y0 == 28 and 0 <= x0 and x1 <= 84
+        inside = img[y0:y1, x0:x1]
+        # The pasted patch is a class-7 test digit (clutter may add to it, never remove).
+        match = ((x[y == 7] <= inside).all(-1).all(-1))
+        assert match.any()
+        outside = img.clone()
+        outside[y0:y1, x0:x1] = 0
+        assert (outside.sum() > 0) == clutter
+    again, _ = colocalization_images(7, clutter=clutter, n=20, data_dir=data_dir)
+    assert torch.equal(again, images)
+    with pytest.raises(ValueError, match="digit must be an int from 0 to 9, got 10"):
+        colocalization_images(10, clutter=False, data_dir=data_dir)
+
+
+def test_crop_boxes_are_where_the_attention_warp_reads():
+    params = torch.tensor([[torch.log(torch.tensor(1 / 3)).item(), 0.25, -0.5]])
+    (x0, y0, x1, y1), = crop_boxes(params).tolist()
+    assert x1 - x0 == pytest.approx(28) and y1 - y0 == pytest.approx(28)
+    image = torch.zeros(1, 1, 84, 84)
+    image[..., round(y0):round(y1), round(x0):round(x1)] = 1
+    crop = ts.warp(image, params, "attention", out_size=(28, 28), backend="torch")
+    assert crop[..., 1:-1, 1:-1].min() > 0.99  # the crop sees only the box
+    model = CoLocalizer(0.5)
+    box = crop_boxes(model.attention(torch.rand(2, 1, 84, 84)))
+    torch.testing.assert_close(box[0], torch.tensor([21.0, 21, 63, 63], dtype=torch.float64))
+
+
+def test_the_task_needs_a_pretrained_encoder_and_trains(data_dir, tmp_path):
+    cfg = make_config("colocalization", digit=1, images=8, repeats=1, epochs=1, batch_size=4,
+                      encoder=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="encoder .*missing: not a finished run"):
+        train(cfg, tmp_path / "run", data_dir=data_dir, progress=False)
+    enc = make_config(distortion="none", model="cnn", epochs=1, train_size=256,
+                      test_size=64, batch_size=64)
+    train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
+    cfg = make_config("colocalization", digit=1, images=8, repeats=2, epochs=2, batch_size=4,
+                      encoder=str(tmp_path / "enc"))
+    metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False)
+    assert 0 <= metrics["test_hit_rate"] <= 100
+    assert metrics["test_error"] == pytest.approx(100 - metrics["test_hit_rate"])
+    tracks = json.loads((tmp_path / "run" / "tracks.json").read_text())
+    assert len(tracks) == 2 and len(tracks[0]) == 6 and len(tracks[0][0]) == 4
+    assert (tmp_path / "run" / "boxes.png").is_file()
+    # The encoder came from the pretrained run, and stayed frozen.
+    from safetensors.torch import load_file
+
+    donor = load_file(tmp_path / "enc" / "checkpoint.safetensors")
+    trained = load_file(tmp_path / "run" / "checkpoint.safetensors")
+    first = [k for k in trained if k.startswith("model.encoder.")][0]
+    assert torch.equal(trained[first], donor[first.replace("encoder.", "")])

@@ -1,0 +1,260 @@
+"""Unsupervised co-localisation (paper, appendix A.2).
+
+An attention transformer (scale and translation) learns, without labels, to crop the one
+thing 100 images of a digit class have in common. The loss is the paper's triplet hinge:
+the encodings of the crops of two different images must be closer (squared distance) than
+the encodings of an image's crop and of a random patch of the same image, by a margin.
+The encoder is a CNN trained beforehand on MNIST classification (a finished run of the
+``distorted-digits`` task, ``cnn`` model, on 28x28 digits), frozen; its hidden layers
+(the two pooled convolution maps), each scaled to unit length, concatenated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchstn.modules import LocalizationNet, SpatialTransformer
+from torchstn.warping import warp
+
+from ..config import SEED_MAX, option
+from ..data.colocalization import CANVAS, DIGIT, box_iou, colocalization_images
+from ..data.idx import download
+from ..data.mnist import shard_rows
+from ..engine.checkpoint import atomic_write_text
+from . import TASKS, Task
+
+__all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes"]
+
+#: Images whose crops are recorded after every epoch (``tracks.json``, the figure).
+TRACKED = 6
+
+
+@dataclass
+class CoLocalizationConfig:
+    """The ``[task]`` table of a co-localisation run."""
+
+    name: str = option("colocalization", "the task (`torchstn tasks` lists them)")
+    digit: int = option(0, "the digit class of the images", minimum=0, maximum=9)
+    clutter: bool = option(False, "TC: 16 random 6x6 crops of other digits on every canvas "
+                                  "(else T: the digit alone)")
+    images: int = option(100, "images of the class (MNIST test digits)", minimum=2)
+    encoder: str = option("runs/coloc-encoder", "run folder of the pretrained encoder: a "
+                                                "distorted-digits run of the cnn model on "
+                                                "28x28 digits")
+    margin: float = option(1.0, "triplet hinge margin", minimum=0)
+    repeats: int = option(10, "times every image is seen per epoch", minimum=1)
+    init_scale: float = option(0.5, "the crop's side at the start, as a fraction of the "
+                                    "canvas (between 0 and 1)", above=0)
+    data_seed: int = option(0, "seed of the canvases (positions, clutter)", minimum=0,
+                            maximum=SEED_MAX)
+
+    def resolve(self) -> None:
+        pass
+
+
+def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
+    """Pixel boxes ``(N, 4)`` ``(x0, y0, x1, y1)`` that attention parameters ``(N, 3)``
+    ``(log s, tx, ty)`` crop from a ``size x size`` image (``align_corners=False``)."""
+    s = torch.exp(params[:, 0].double().clamp(-10, 10))
+    t = params[:, 1:].double()
+    lo, hi = (t - s[:, None] + 1) * size / 2, (t + s[:, None] + 1) * size / 2
+    return torch.cat([lo, hi], 1)
+
+
+def _check_encoder(run: Path) -> dict:
+    config = run / "config.json"
+    if not (run / "checkpoint.safetensors").is_file() or not config.is_file():
+        raise FileNotFoundError(f"encoder {run}: not a finished run folder (train one with "
+                                f"`torchstn train --distortion none --model cnn --out {run}`)")
+    saved = json.loads(config.read_text())
+    task = saved.get("task", {})
+    if task.get("name") != "distorted-digits" or task.get("model") != "cnn" or (
+            task.get("distortion") not in ("none", "r", "p", "e")):
+        raise ValueError(f"encoder {run} must be a distorted-digits run of the cnn model on "
+                         f"28x28 digits (distortion none, r, p or e), got {task}")
+    return saved
+
+
+class CoLocalizer(nn.Module):
+    """An attention transformer cropping 28x28 from 84x84, and the frozen encoder.
+
+    The crop stays inside the canvas: the localisation net's three outputs ``(a, b, c)``
+    become the scale ``s = sigmoid(a)`` and the centre ``tanh(b, c) * (1 - s)``. (A crop
+    off the canvas, or larger than it, is alike in every image and would satisfy the
+    loss.) ``forward(x)`` returns the crops, :meth:`attention` their ``attention``
+    parameters, :meth:`encode` the encodings of 28x28 images.
+    """
+
+    def __init__(self, init_scale: float = 0.5):
+        super().__init__()
+        from ..models import cnn
+
+        if not 0 < init_scale < 1:
+            raise ValueError(f"init_scale must be between 0 and 1 (the crop's side over the "
+                             f"canvas'), got {init_scale!r}")
+        self.stn = SpatialTransformer(LocalizationNet(1), "attention", out_size=(DIGIT, DIGIT))
+        with torch.no_grad():
+            self.stn.head.bias[0] = math.log(init_scale / (1 - init_scale))
+        self.encoder = cnn(DIGIT)
+        self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: always in eval mode
+        return self
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.stn.parameters_of(x).float()
+        s = torch.sigmoid(raw[:, :1])
+        return torch.cat([torch.log(s), torch.tanh(raw[:, 1:]) * (1 - s)], 1)
+
+    def forward(self, x: torch.Tensor, return_params: bool = False):
+        params = self.attention(x)
+        crops = warp(x, params, "attention", out_size=(DIGIT, DIGIT))
+        return (crops, params) if return_params else crops
+
+    def encode(self, crops: torch.Tensor) -> torch.Tensor:
+        parts = []
+        h = crops
+        for layer in self.encoder:
+            h = layer(h)
+            if isinstance(layer, nn.MaxPool2d):
+                parts.append(h.flatten(1).float())
+        return torch.cat(parts, 1)
+
+
+@TASKS.register("colocalization")
+class CoLocalization(Task):
+    """Unsupervised co-localisation of one digit class on 84x84 canvases (A.2)."""
+
+    name = "colocalization"
+    Config = CoLocalizationConfig
+
+    def __init__(self, cfg: CoLocalizationConfig, *, data_dir=None, device="cpu",
+                 seed: int = 0):
+        super().__init__(cfg, data_dir=data_dir, device=device, seed=seed)
+        images, boxes = colocalization_images(cfg.digit, clutter=cfg.clutter, n=cfg.images,
+                                              data_dir=data_dir, seed=cfg.data_seed)
+        self.images, self.boxes = images.to(self.device), boxes
+
+    @classmethod
+    def download(cls, cfg: CoLocalizationConfig, data_dir=None) -> None:
+        download("mnist", data_dir)
+
+    def build_model(self) -> nn.Module:
+        return CoLocalizer(self.cfg.init_scale)
+
+    def init_model(self, model: nn.Module) -> None:
+        from ..engine.checkpoint import load_checkpoint
+
+        run = Path(self.cfg.encoder)
+        _check_encoder(run)
+        from ..models import cnn
+
+        donor = cnn(DIGIT)
+        load_checkpoint(run / "checkpoint.safetensors", donor)
+        model.encoder.load_state_dict(donor.state_dict())
+
+    def num_train_examples(self) -> int:
+        return self.cfg.images * self.cfg.repeats
+
+    def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
+                      world: int = 1) -> Iterator[Any]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.cat([torch.randperm(self.cfg.images, generator=gen)
+                           for _ in range(self.cfg.repeats)])
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            if world > 1:
+                idx = idx[shard_rows(len(idx), rank, world)]
+            yield (idx,)
+
+    def _x(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx.to(self.images.device)].float() / 255
+
+    def train_step(self, model: nn.Module, batch: Any):
+        (idx,) = batch
+        x = self._x(idx)
+        n = len(x)
+        inner = model.module if hasattr(model, "module") else model
+        crops, params = inner(x, return_params=True)
+        e = inner.encode(crops)
+        # Random patches of the same images, as large as each image's crop (so that
+        # neither a tiny crop of the background nor a crop of the whole canvas, both alike
+        # in every image, can beat them), anywhere inside the canvas.
+        log_s = params[:, :1].detach().float()
+        t = (torch.rand(n, 2, device=x.device) * 2 - 1) * (1 - log_s.exp())
+        patch = torch.cat([log_s, t], 1)
+        e_rand = inner.encode(warp(x, patch, "attention", out_size=(DIGIT, DIGIT)))
+        # Each image's partner: another image of the batch.
+        partner = torch.roll(torch.arange(n, device=x.device), 1)
+        close = (e - e[partner]).pow(2).sum(1)
+        far = (e - e_rand).pow(2).sum(1)
+        loss = F.relu(close - far + self.cfg.margin).mean() if n > 1 else crops.sum() * 0.0
+        sums = {"loss": loss.detach().double() * n, "count": n}
+        return loss, sums
+
+    def train_metrics(self, sums) -> dict[str, float]:
+        return {"train_loss": sums["loss"] / sums["count"]}
+
+    @torch.no_grad()
+    def predicted_boxes(self, model: nn.Module, idx: torch.Tensor | None = None):
+        idx = torch.arange(self.cfg.images) if idx is None else idx
+        inner = model.module if hasattr(model, "module") else model
+        return crop_boxes(inner.attention(self._x(idx)).float().cpu())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1):
+        model.eval()
+        rows = torch.arange(self.cfg.images)[shard_rows(self.cfg.images, rank, world)]
+        iou = box_iou(self.predicted_boxes(model, rows), self.boxes[rows])
+        return {"hits": int((iou > 0.5).sum()), "iou": float(iou.sum()), "count": len(rows)}
+
+    def eval_metrics(self, sums) -> dict[str, float]:
+        hit = 100.0 * sums["hits"] / sums["count"]
+        return {"test_error": 100.0 - hit, "test_hit_rate": hit,
+                "test_mean_iou": sums["iou"] / sums["count"]}
+
+    def after_epoch(self, out: Path, model: nn.Module, history: list[dict]) -> None:
+        """Append the crops of the first images to ``out/tracks.json`` (for the figure)."""
+        path = Path(out) / "tracks.json"
+        tracks = json.loads(path.read_text()) if path.is_file() else []
+        tracks = tracks[: len(history) - 1]  # a resumed run rewrites what it redoes
+        boxes = self.predicted_boxes(model, torch.arange(min(TRACKED, self.cfg.images)))
+        tracks.append([[round(v, 3) for v in b] for b in boxes.tolist()])
+        atomic_write_text(path, json.dumps(tracks) + "\n")
+        model.train()
+
+    def summary(self) -> dict[str, Any]:
+        return {"digit": self.cfg.digit, "variant": "tc" if self.cfg.clutter else "t"}
+
+    def describe(self) -> str:
+        return (f"co-localisation of digit {self.cfg.digit} "
+                f"({'TC' if self.cfg.clutter else 'T'})")
+
+    def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
+        return (self._x(torch.arange(batch_size)),)
+
+    def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
+        from ..reports.figures import colocalization_figure, curves_figure
+
+        tracks_path = Path(out) / "tracks.json"
+        tracks = json.loads(tracks_path.read_text()) if tracks_path.is_file() else []
+        n = min(10, self.cfg.images)
+        idx = torch.arange(n)
+        paths = [colocalization_figure(self._x(idx), self.predicted_boxes(model, idx),
+                                       self.boxes[:n], tracks, Path(out) / "boxes.png",
+                                       title=self.describe())]
+        if history:
+            paths.append(curves_figure(history, Path(out) / "curves.png",
+                                       title=self.describe()))
+        return paths
