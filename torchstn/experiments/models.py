@@ -32,8 +32,8 @@ from torchstn.multi import ParallelTransformer
 
 from .data.addition import NUM_SUMS
 
-__all__ = ["ADDITION_MODELS", "MODELS", "STClassifier", "build_addition_model", "build_model",
-           "list_models"]
+__all__ = ["ADDITION_MODELS", "MNIST3D_MODELS", "MODELS", "Projection", "STClassifier",
+           "build_addition_model", "build_model", "list_models"]
 
 #: Table 1 models by name; each entry builds ``(in_size, *, st_downsample, num_classes)``.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -177,3 +177,49 @@ for _family in ("affine", "projective", "tps"):
 def build_addition_model(name: str, *, st_pool: bool = False) -> nn.Module:
     """Build MNIST-addition model ``name`` (inputs ``(N, 2, 42, 42)``, 19 sums)."""
     return ADDITION_MODELS.get(name)(st_pool=st_pool)
+
+
+# 3-D MNIST (appendix A.3): volumes (1, 60, 60, 60); the classifier sees a 2-D projection.
+#: 3-D MNIST models by name; each entry builds ``(size)``.
+MNIST3D_MODELS: Registry[Callable[..., nn.Module]] = Registry("3-D MNIST model")
+
+
+class Projection(nn.Module):
+    """A volume ``(N, C, D, H, W)`` summed along depth, divided by ``scale``: ``(N, C, H, W)``."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(2) / self.scale
+
+
+def _proj_cnn(size: int = 60):
+    """No transformer: the input volume projected along depth, average-pooled by 2, into
+    the Table 1 CNN."""
+    from .data.mnist3d import SLAB
+
+    return nn.Sequential(Projection(SLAB), nn.AvgPool2d(2), cnn(size // 2))
+
+
+def _st3d_cnn(size: int = 60):
+    """An affine3d transformer (trilinear) resampling the volume at half resolution, its
+    output projected along depth, into the Table 1 CNN. Localisation: max-pool 2, two 3-D
+    convolutions (8 and 16 filters of 5x5x5) around a max-pool, average-pooled to 3x3x3,
+    a layer of 32."""
+    from .data.mnist3d import SLAB
+
+    half = size // 2
+    loc = nn.Sequential(
+        nn.MaxPool3d(2), nn.Conv3d(1, 8, 5), nn.ReLU(), nn.MaxPool3d(2),
+        nn.Conv3d(8, 16, 5), nn.ReLU(), nn.AdaptiveAvgPool3d(3), nn.Flatten(),
+        nn.Linear(16 * 27, 32), nn.ReLU(),
+    )
+    stn = SpatialTransformer(loc, "affine3d", out_size=(half, half, half), loc_features=32)
+    # The output has half the voxels: a slab is SLAB / 2 of them deep.
+    return STClassifier(stn, nn.Sequential(Projection(SLAB / 2), cnn(half)))
+
+
+MNIST3D_MODELS.add("proj-cnn", _proj_cnn)
+MNIST3D_MODELS.add("st3d-cnn", _st3d_cnn)

@@ -12,8 +12,8 @@ from torchstn.multi import ParallelTransformer
 
 from .viz import draw_grid, pyplot, save_figure
 
-__all__ = ["capture_transformers", "colocalization_figure", "curves_figure", "save_run_figures",
-           "transformer_figure"]
+__all__ = ["capture_transformers", "colocalization_figure", "curves_figure", "projection_figure",
+           "save_run_figures", "transformer_figure"]
 
 
 def _image(t: torch.Tensor):
@@ -185,6 +185,32 @@ def colocalization_figure(images: torch.Tensor, boxes: torch.Tensor, truth: torc
             if r == 1:
                 ax.set_title(f"epoch {shown[c] + 1}", fontsize=8)
         axes[r, 0].set_ylabel(f"image {r}\ncrop", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
+
+
+@torch.no_grad()
+def projection_figure(model: nn.Module, volumes: torch.Tensor, path, *, title: str = "") -> Path:
+    """3-D MNIST: each test volume projected along depth (top) and, for a model with a
+    transformer, its output projected the same way (bottom): what the classifier sees."""
+    plt = pyplot()
+    n = len(volumes)
+    records = capture_transformers(model, volumes)
+    rows = [("input\nprojected", volumes.sum(2))]
+    if records:
+        rows.append(("transformer\noutput", records[0]["output"].sum(2)))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.45 * n, 1.6 * len(rows) + 0.5),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for i in range(n):
+            axes[r, i].imshow(images[i, 0].float().cpu().numpy(), cmap="gray")
+        axes[r, 0].set_ylabel(label, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
