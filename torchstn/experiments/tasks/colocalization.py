@@ -6,7 +6,10 @@ the encodings of the crops of two different images must be closer (squared dista
 the encodings of an image's crop and of a random patch of the same image, by a margin.
 The encoder is a CNN trained beforehand on MNIST classification (a finished run of the
 ``distorted-digits`` task, ``cnn`` model, on 28x28 digits), frozen; its hidden layers
-(the two pooled convolution maps), each scaled to unit length, concatenated.
+(the two pooled convolution maps), concatenated.
+
+Experimental: as it stands the crops do not find the digits (they collapse onto the
+background or stall; see the issue tracker's issue 14 notes), so no results are reported.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ class CoLocalizer(nn.Module):
 
 @TASKS.register("colocalization")
 class CoLocalization(Task):
-    """Unsupervised co-localisation of one digit class on 84x84 canvases (A.2)."""
+    """Unsupervised co-localisation of one digit class on 84x84 canvases (A.2; experimental)."""
 
     name = "colocalization"
     Config = CoLocalizationConfig
