@@ -199,6 +199,14 @@ def _models(args: argparse.Namespace) -> int:
                   for s, ds in sizes.items()]
         print(f"{name:<18}" + "".join(f"{c:>10,}" for c in counts))
     print("(parameters; 42x42 and 60x60 transformers downsample their output by 2)")
+    from .models import ADDITION_MODELS, MNIST3D_MODELS, build_addition_model
+
+    print("\nmnist-addition (2x42x42):")
+    for name in ADDITION_MODELS.names():
+        print(f"{name:<20}{count_parameters(build_addition_model(name)):>10,}")
+    print("\nmnist3d (1x60x60x60):")
+    for name in MNIST3D_MODELS.names():
+        print(f"{name:<20}{count_parameters(MNIST3D_MODELS.get(name)(60)):>10,}")
     return 0
 
 
