@@ -131,8 +131,8 @@ class CoLocalizer(nn.Module):
         for layer in self.encoder:
             h = layer(h)
             if isinstance(layer, nn.MaxPool2d):
-                parts.append(h.flatten(1).float())
-        return torch.cat(parts, 1)
+                parts.append(F.normalize(h.flatten(1).float(), dim=1))
+        return torch.cat(parts, 1) / math.sqrt(len(parts))
 
 
 @TASKS.register("colocalization")
