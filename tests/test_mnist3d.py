@@ -78,3 +78,29 @@ def test_the_task_trains(data_dir, tmp_path):
     metrics = train(cfg, tmp_path, data_dir=data_dir, progress=False)
     assert metrics["task"] == "mnist3d" and 0 <= metrics["test_error"] <= 100
     assert (tmp_path / "projections.png").is_file()
+
+
+def test_reproduce_mnist3d_writes_both_rows(data_dir, tmp_path):
+    from torchstn.experiments.reports import reproduce as rep
+
+    base = rep.experiment_base("mnist3d", size=32, epochs=1, train_size=32, test_size=16,
+                               batch_size=16)
+    table = rep.run_rows("mnist3d", tmp_path, base=base, data_dir=data_dir, progress=False)
+    count = sum(p.numel() for p in MNIST3D_MODELS.get("proj-cnn")(32).parameters())
+    assert f"| proj-cnn | {count:,} |" in table and "| st3d-cnn |" in table
+    assert (tmp_path / "mnist3d.md").read_text() == table
+    assert (tmp_path / "st3d-cnn" / "seed0" / "metrics.json").is_file()
+
+
+def test_channels_last_takes_the_3d_format_for_3d_convolutions():
+    from torchstn.experiments.engine.loop import to_channels_last
+
+    model = to_channels_last(MNIST3D_MODELS.get("st3d-cnn")(32))
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert {type(m).__name__ for m in convs} == {"Conv2d", "Conv3d"}
+    for m in convs:
+        fmt = (torch.channels_last_3d if isinstance(m, torch.nn.Conv3d)
+               else torch.channels_last)
+        assert m.weight.is_contiguous(memory_format=fmt)
+        if m.in_channels > 1:  # (with one input channel both layouts are the same)
+            assert not m.weight.is_contiguous()

@@ -159,10 +159,11 @@ def _reproduce(args: argparse.Namespace) -> int:
                                seeds=args.seeds, base=base, data_dir=args.data_dir,
                                progress=not args.no_progress)
     else:
-        base = _config(args, "mnist-addition", rep.TABLE1_RECIPE).resolved()
+        task = rep.EXPERIMENTS[args.experiment].task
+        base = _config(args, task, rep._recipe_for(task)).resolved()
         _prepare_data(args, base)
-        table = rep.run_addition(args.out, models=args.models, seeds=args.seeds, base=base,
-                                 data_dir=args.data_dir, progress=not args.no_progress)
+        table = rep.run_rows(args.experiment, args.out, models=args.models, seeds=args.seeds,
+                             base=base, data_dir=args.data_dir, progress=not args.no_progress)
     if is_primary_process():
         print(table)
         print(f"wrote {args.out}/{args.experiment}.md")
@@ -284,7 +285,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
             ("table1", "distorted-digits", "the 8 Table 1 rows",
              "Table 1: distorted MNIST (R, RTS, P, E, TC)"),
             ("addition", "mnist-addition", "FCN, CNN, ST-FCN and 2xST-FCN of each family",
-             "MNIST addition (appendix A.1)")):
+             "MNIST addition (appendix A.1)"),
+            ("mnist3d", "mnist3d", "proj-cnn and st3d-cnn",
+             "3-D MNIST (appendix A.3): with and without a 3-D transformer")):
         exp = experiments.add_parser(name, help=text, description=text)
         if name == "table1":
             exp.add_argument("--distortions", nargs="+", default=None,

@@ -43,6 +43,17 @@ def _flat(cfg_dict: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, section in cfg_dict.items() for k, v in section.items()}
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last memory for the weights of every convolution: ``channels_last`` in
+    2-D, ``channels_last_3d`` in 3-D (``model.to(memory_format=...)`` takes one kind)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
+        elif isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     """Refuse to resume a run of another task or another configuration."""
     check_not_legacy(saved, f"{out}/{CHECKPOINT} config")
@@ -141,7 +152,7 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
             task.init_model(model)
         model = model.to(world.device)
         if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
         opt = build_optimizer(model, cfg.optim)
         history: list[dict] = []
         if ckpt.exists():

@@ -13,7 +13,8 @@ from ..engine import atomic_write_text, is_primary_process, train
 from ..engine.loop import _check_resumable
 
 __all__ = ["ADDITION_ROWS", "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
-           "TABLE1_RECIPE", "addition_base", "addition_markdown", "run_addition", "run_grid",
+           "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
+           "experiment_base", "rows_markdown", "run_addition", "run_grid", "run_rows",
            "run_table1", "table1_base", "table1_cell", "table1_markdown"]
 
 # Jaderberg et al. 2015, Table 1 (left): % test error on distorted MNIST.
@@ -163,56 +164,114 @@ ADDITION_ROWS = ["fcn", "cnn", "st-fcn-affine", "st-fcn-projective", "st-fcn-tps
                  "2xst-fcn-affine", "2xst-fcn-projective", "2xst-fcn-tps"]
 
 
+def _recipe_for(task: str) -> dict:
+    """:data:`TABLE1_RECIPE`, less the keys ``task`` has no field for."""
+    from ..config import config_fields
+
+    fields = config_fields(task)
+    return {k: v for k, v in TABLE1_RECIPE.items() if k in fields}
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsExperiment:
+    """An experiment whose grid is one run per model row of one task."""
+
+    name: str
+    task: str
+    rows: tuple[str, ...]
+    paper: dict
+    title: str
+    note: str
+    #: Rows run last, however they are listed (the expensive ones).
+    last: tuple[str, ...] = ()
+
+
+EXPERIMENTS = {
+    "addition": RowsExperiment(
+        "addition", "mnist-addition", tuple(ADDITION_ROWS), PAPER_ADDITION,
+        "MNIST addition (the sum of two RTS-distorted digits, 10,000 test pairs)",
+        "Paper: the ST-FCN figure is its best single transformer; 2xST-FCN affine and "
+        "projective from third-party notes.", last=("cnn",)),
+    "mnist3d": RowsExperiment(
+        "mnist3d", "mnist3d", ("proj-cnn", "st3d-cnn"), {},
+        "3-D MNIST (a digit slab posed at random in a 60x60x60 volume, 2,000 test volumes)",
+        "The paper shows this experiment in figures and gives no error table."),
+}
+
+
+def experiment_base(name: str, **options) -> RunConfig:
+    """What ``torchstn reproduce <name>`` starts from: the Table 1 recipe (chosen on its
+    validation split) on the experiment's task, under ``options``."""
+    task = EXPERIMENTS[name].task
+    return make_config(task, **{**_recipe_for(task), **options})
+
+
 def addition_base(**options) -> RunConfig:
-    """What ``torchstn reproduce addition`` starts from: the Table 1 recipe (chosen on its
-    validation split) on the mnist-addition task, under ``options``."""
-    return make_config("mnist-addition", **{**TABLE1_RECIPE, **options})
+    """:func:`experiment_base` of the MNIST addition."""
+    return experiment_base("addition", **options)
 
 
-def addition_markdown(root: Path, models, seeds: int, base: RunConfig) -> str:
-    from ..engine import count_parameters
-    from ..models import build_addition_model
-
+def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) -> str:
+    """Markdown table of the rows' test errors (mean ± std over seeds) beside the paper's."""
+    exp = EXPERIMENTS[name]
     lines = ["| model | parameters | ours | paper |", "|---|---|---|---|"]
     for model in models:
         errors = _seed_errors(root / model, seeds, base.train.epochs)
-        paper = PAPER_ADDITION.get(model)
-        count = count_parameters(build_addition_model(model))
-        lines.append(f"| {model} | {count:,} | {_cell(errors)} | "
+        paper = exp.paper.get(model)
+        task_cfg = dataclasses.replace(base.task, model=model)
+        counts = _parameters(task_cfg)
+        lines.append(f"| {model} | {counts:,} | {_cell(errors)} | "
                      f"{'-' if paper is None else paper} |")
     o, t = base.optim, base.train
-    note = (f"\n% test error on MNIST addition (the sum of two RTS-distorted digits, 10,000 "
-            f"test pairs), mean ± standard deviation over {seeds} seed"
+    size = base.task.train_size or 60000
+    note = (f"\n% test error on {exp.title}, mean ± standard deviation over {seeds} seed"
             f"{'s' * (seeds != 1)} (a single number: one seed finished so far). Ours: "
-            f"{t.epochs} epochs of 60,000 pairs, batch {t.batch_size}, {o.optimizer} (lr "
-            f"{o.lr:g}), {base.schedule.schedule} schedule, {t.precision}. Paper: the "
-            "ST-FCN figure is its best single transformer; 2xST-FCN affine and projective "
-            "from third-party notes.\n")
+            f"{t.epochs} epochs of {size:,} training examples, batch {t.batch_size}, "
+            f"{o.optimizer} (lr {o.lr:g}), {base.schedule.schedule} schedule, "
+            f"{t.precision}. {exp.note}\n")
     return "\n".join(lines) + "\n" + note
 
 
-def run_addition(out, *, models=None, seeds: int = 1, base: RunConfig | None = None,
-                 data_dir=None, progress: bool = True) -> str:
-    """Train the MNIST-addition rows for ``seeds`` seeds; write ``out/addition.md``."""
+def _parameters(task_cfg) -> int:
+    from ..engine import count_parameters
+    from ..models import ADDITION_MODELS, MNIST3D_MODELS, build_addition_model
+
+    if task_cfg.name == "mnist-addition" and task_cfg.model in ADDITION_MODELS.names():
+        return count_parameters(build_addition_model(task_cfg.model))
+    return count_parameters(MNIST3D_MODELS.get(task_cfg.model)(task_cfg.size))
+
+
+def addition_markdown(root: Path, models, seeds: int, base: RunConfig) -> str:
+    return rows_markdown("addition", root, models, seeds, base)
+
+
+def run_rows(name: str, out, *, models=None, seeds: int = 1, base: RunConfig | None = None,
+             data_dir=None, progress: bool = True) -> str:
+    """Train the rows of experiment ``name`` for ``seeds`` seeds; write ``out/<name>.md``."""
+    exp = EXPERIMENTS[name]
     out = Path(out)
-    base = (base or addition_base()).resolved()
-    models = list(models or ADDITION_ROWS)
+    base = (base or experiment_base(name)).resolved()
+    models = list(models or exp.rows)
     for model in models:
-        if model not in ADDITION_ROWS:
-            raise ValueError(f"models must be among {ADDITION_ROWS}, got {model!r}")
-    # The CNN costs as much as all the others together: it runs last.
+        if model not in exp.rows:
+            raise ValueError(f"models must be among {list(exp.rows)}, got {model!r}")
     cells = [((model,), out / model, dataclasses.replace(
         base, task=dataclasses.replace(base.task, model=model)).resolved())
-        for model in sorted(models, key=lambda m: m == "cnn")]
+        for model in sorted(models, key=lambda m: m in exp.last)]
 
     def write() -> str:
-        table = addition_markdown(out, models, seeds, base)
+        table = rows_markdown(name, out, models, seeds, base)
         if is_primary_process():
-            atomic_write_text(out / "addition.md", table)
+            atomic_write_text(out / f"{name}.md", table)
         return table
 
     run_grid(cells, seeds, data_dir=data_dir, progress=progress, after_each=write)
     return write()
+
+
+def run_addition(out, **kwargs) -> str:
+    """:func:`run_rows` of the MNIST addition: ``out/addition.md``."""
+    return run_rows("addition", out, **kwargs)
 
 
 def _write_table(out: Path, distortions, models, seeds: int, base: RunConfig) -> str:
