@@ -34,6 +34,20 @@ def test_training_pairs_are_two_distorted_digits_and_their_sum(data_dir):
     assert not torch.equal(torch.cat([b[0] for b in data.train_batches(1, 128)]), x)
 
 
+def test_each_label_is_the_sum_of_the_two_digits_in_its_channels(data_dir):
+    """Replays the epoch's stream: the two shuffles, then each batch's two distortions."""
+    from torchstn.experiments.data.mnist import _epoch_generator
+
+    data = AdditionMNIST(data_dir=data_dir, train_size=200, seed=5)
+    x, y = next(iter(data.train_batches(3, 64)))
+    gen = _epoch_generator(5, 3)
+    first, second = torch.randperm(200, generator=gen), torch.randperm(200, generator=gen)
+    a, _ = distort(data.train_x[first[:64]], "rts", gen)
+    b, _ = distort(data.train_x[second[:64]], "rts", gen)
+    assert torch.equal(x[:, :1], a) and torch.equal(x[:, 1:], b)
+    assert torch.equal(y, data.train_y[first[:64]] + data.train_y[second[:64]])
+
+
 def test_shards_of_a_batch_are_the_single_process_batch(data_dir):
     data = AdditionMNIST(data_dir=data_dir, train_size=300, seed=1)
     whole = list(data.train_batches(2, 100))

@@ -256,6 +256,9 @@ def test_reproduce_table1_runs_seed_by_seed_and_refuses_another_recipes_run(
                                          r"configuration \(optim.lr: 0.001 saved, 0.5 given"):
         run_table1(tmp_path, distortions=["r"], models=["fcn"], base=other,
                    data_dir=data_dir, progress=False)
+    # Nor does the table of the other recipe count it.
+    assert "| FCN | - | 2.1 |" in table1_markdown(tmp_path, ["r"], ["fcn"], 1, other)
+    assert "| FCN | - | 2.1 |" not in table1_markdown(tmp_path, ["r"], ["fcn"], 1, base)
 
 
 def test_reproduce_table1_trains_the_chosen_recipe_under_the_users_settings(tmp_path,

@@ -255,7 +255,7 @@ class _Index(nn.Module):
         return torch.arange(len(x), dtype=x.dtype, device=x.device).view(-1, 1)
 
 
-def test_a_projective_product_that_cannot_be_normalised_marks_that_image_nan():
+def test_a_projective_product_that_cannot_be_normalised_keeps_that_images_transform():
     rt = ts.RecurrentTransformer(_Index(), "projective", 2, backend="torch")
     with torch.no_grad():  # M = [[1, 0, 0], [0, 1, s], [0, -2, 1]]; (M @ M)[2, 2] = 1 - 2 s
         rt.heads[0].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0.25, 0, -2]))
@@ -264,8 +264,11 @@ def test_a_projective_product_that_cannot_be_normalised_marks_that_image_nan():
     params = rt.parameters_of(x, every_step=True)
     assert torch.isfinite(params[0]).all()
     out = rt(x)
-    assert torch.isfinite(params[1][0]).all() and torch.isfinite(out[0]).all()
-    assert torch.isnan(params[1][1]).all() and torch.isnan(out[1]).all()
+    assert torch.isfinite(params[1]).all() and torch.isfinite(out).all()
+    # Image 0 composed its update; image 1 could not and kept its first transform.
+    product = ts.get_transform("projective").compose(params[0][:1], params[0][:1])
+    torch.testing.assert_close(params[1][0], product[0])
+    assert torch.equal(params[1][1], params[0][1])
     with pytest.raises(ValueError, match="m22 <= 0 for batch entries \\[1\\]"):
         ts.get_transform("projective").compose(params[0], params[0])  # the public one checks
 
@@ -304,3 +307,24 @@ def test_bad_arguments_are_clear_errors():
             module(_x())
     with pytest.raises(ValueError, match="input has 3 channels but the default localization"):
         ts.RecurrentTransformer(None, "affine", 2, in_channels=1)(_x(c=3))
+
+
+def test_every_step_sees_loc_size_and_composition_stays_float32_under_autocast():
+    sizes = []
+
+    class Record(nn.Module):
+        out_features = 4
+
+        def forward(self, x):
+            sizes.append(tuple(x.shape[-2:]))
+            return x.flatten(1)[:, :4]
+
+    rt = ts.RecurrentTransformer(Record(), "affine", 3, loc_size=(8, 8), backend="torch")
+    rt(_x(2, size=12))
+    assert sizes == [(8, 8)] * 3
+    rt = _randomize_heads(ts.RecurrentTransformer(_loc(), "affine", 3, loc_features=8,
+                                                  backend="torch"), scale=0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        steps = rt.parameters_of(_x(2), every_step=True)
+    assert steps[0].dtype == torch.bfloat16  # the head's output, as autocast gives it
+    assert steps[1].dtype == steps[2].dtype == torch.float32

@@ -88,7 +88,7 @@ def tile_params(transform: str | Transform, k: int, *, dtype=torch.float32,
 
     The crops are the cells of a grid of ``ceil(sqrt(k))`` columns and as many rows as
     needed, row by row. Families with one scale (``attention``, ``similarity``) get square
-    crops of the larger cell side; ``affine``, ``projective`` and ``tps`` get the cells
+    crops of the smaller cell side; ``affine``, ``projective`` and ``tps`` get the cells
     themselves. Families that cannot scale (``translation``, ``rotation``) are refused.
 
     Example:
@@ -291,9 +291,10 @@ class RecurrentTransformer(TransformerModule):
             as in :class:`~torchstn.SpatialTransformer`.
 
     Every head starts at the identity, so the untrained module is the identity for every K.
-    A projective product that is no homography with a positive last entry gives that
-    image NaN parameters, hence a NaN output (the rule of :func:`torchstn.warp` for
-    non-finite parameters), rather than an error in the middle of a batch.
+    The composition runs in float32 (or the input's wider type), outside autocast. A
+    projective update whose product with the transform so far is no homography with a
+    positive last entry is skipped for that image, which keeps its transform so far
+    (rather than an error, or a NaN that would reach every gradient of the batch).
 
     Shape:
         ``x: (N, C, H, W)`` -> ``(N, C, *out_size)``; with ``return_params=True`` also the
@@ -368,11 +369,27 @@ class RecurrentTransformer(TransformerModule):
         for step in range(self.steps):
             i = 0 if self.shared_weights else step
             net, head = self.localizations[i], self.heads[i]
-            seen = x if not so_far else self._warp(x, so_far[-1], self.loc_size)
+            if so_far:
+                seen = self._warp(x, so_far[-1], self.loc_size)
+            elif self.loc_size is not None:  # every step sees the same size
+                identity = self.transform.identity(dtype=x.dtype, device=x.device)
+                seen = self._warp(x, identity.expand(len(x), -1), self.loc_size)
+            else:
+                seen = x
             update = head(localize(net, head, seen))
-            so_far.append(update if not so_far else
-                          self.transform._compose_unchecked(so_far[-1], update))
+            so_far.append(update if not so_far else self._compose(so_far[-1], update))
         return so_far if every_step else so_far[-1]
+
+    def _compose(self, before: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        # In float32 at least, outside autocast: the product is not rounded to bfloat16 at
+        # every step. An image whose product the family cannot express keeps its transform.
+        dtype = torch.promote_types(before.dtype, torch.float32)
+        with torch.autocast(before.device.type, enabled=False):
+            before, update = before.to(dtype), update.to(dtype)
+            composed = self.transform._compose_unchecked(before, update)
+            bad = torch.isnan(composed).any(1, keepdim=True) & ~torch.isnan(update).any(
+                1, keepdim=True) & ~torch.isnan(before).any(1, keepdim=True)
+            return torch.where(bad, before, composed)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.parameters_of(x)

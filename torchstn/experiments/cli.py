@@ -16,8 +16,9 @@ __all__ = ["build_parser", "main"]
 
 _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
               "~/.cache/torchstn)")
-# Set per cell by `reproduce`, so not flags there.
-_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task"}
+# Set per cell by `reproduce`, so not flags there (and its tables are test errors: no
+# validation split).
+_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

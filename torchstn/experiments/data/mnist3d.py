@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from .distortions import to_device
 from .mnist import DistortedMNIST, _epoch_generator, shard_rows
 
 __all__ = ["SLAB", "Mnist3D", "draw_poses", "render_volumes"]
@@ -92,9 +93,9 @@ class Mnist3D(DistortedMNIST):
             if world > 1:
                 rows = shard_rows(len(idx), rank, world)
                 idx, poses = idx[rows], poses[rows]
-            digits = self.train_x[idx.to(self.train_x.device)]
-            yield render_volumes(digits, poses, self.size), self.train_y[
-                idx.to(self.train_y.device)]
+            idx = to_device(idx, self.train_x.device)
+            poses = to_device(poses, self.train_x.device)
+            yield render_volumes(self.train_x[idx], poses, self.size), self.train_y[idx]
 
     def test_set(self, chunk: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
         if self._test is None:

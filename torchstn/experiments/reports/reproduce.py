@@ -79,7 +79,8 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
     for model in models:
         row = [_LABELS.get(model, model)]
         for d in distortions:
-            errors = _seed_errors(_run_dir(root, d, model, 0).parent, seeds, base.train.epochs)
+            errors = _seed_errors(_run_dir(root, d, model, 0).parent, seeds,
+                                  table1_cell(base, d, model, 0))
             paper = PAPER_TABLE1.get(model, {}).get(d)
             row += [_cell(errors), "-" if paper is None else f"{paper}"]
         lines.append("| " + " | ".join(row) + " |")
@@ -143,15 +144,23 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
                 after_each()
 
 
-def _seed_errors(folder: Path, seeds: int, epochs: int) -> list[float]:
-    """Test errors of the finished runs ``folder/seed<S>``."""
+def _seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
+    """Test errors of the finished runs ``folder/seed<S>`` of configuration ``cfg`` (with
+    each seed); a run of another configuration is left out."""
     errors = []
     for seed in range(seeds):
-        metrics = folder / f"seed{seed}" / "metrics.json"
-        if metrics.is_file():
-            data = json.loads(metrics.read_text())
-            if data["epochs_done"] >= epochs:
-                errors.append(data["test_error"])
+        run = folder / f"seed{seed}"
+        metrics = run / "metrics.json"
+        if not metrics.is_file() or not (run / "config.json").is_file():
+            continue
+        data = json.loads(metrics.read_text())
+        want = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        try:
+            _check_resumable(json.loads((run / "config.json").read_text()), want, run)
+        except ValueError:
+            continue
+        if data["epochs_done"] >= cfg.train.epochs:
+            errors.append(data["test_error"])
     return errors
 
 
@@ -216,9 +225,10 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
     exp = EXPERIMENTS[name]
     lines = ["| model | parameters | ours | paper |", "|---|---|---|---|"]
     for model in models:
-        errors = _seed_errors(root / model, seeds, base.train.epochs)
-        paper = exp.paper.get(model)
         task_cfg = dataclasses.replace(base.task, model=model)
+        errors = _seed_errors(root / model, seeds,
+                              dataclasses.replace(base, task=task_cfg).resolved())
+        paper = exp.paper.get(model)
         counts = _parameters(task_cfg)
         lines.append(f"| {model} | {counts:,} | {_cell(errors)} | "
                      f"{'-' if paper is None else paper} |")
