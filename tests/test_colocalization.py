@@ -75,3 +75,14 @@ def test_the_task_needs_a_pretrained_encoder_and_trains(data_dir, tmp_path):
     trained = load_file(tmp_path / "run" / "checkpoint.safetensors")
     first = [k for k in trained if k.startswith("model.encoder.")][0]
     assert torch.equal(trained[first], donor[first.replace("encoder.", "")])
+
+
+def test_fixed_scale_learns_the_position_only():
+    model = CoLocalizer(1 / 3, fixed_scale=True)
+    params = model.attention(torch.rand(4, 1, 84, 84))
+    torch.testing.assert_close(params[:, 0].exp(), torch.full((4,), 1 / 3))
+    params.sum().backward()
+    grad = model.stn.head.weight.grad
+    assert grad[0].abs().sum() == 0 and grad[1:].abs().sum() > 0
+    with pytest.raises(ValueError, match="init_scale must be between 0 and 1"):
+        CoLocalizer(1.5)

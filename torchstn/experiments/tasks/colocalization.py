@@ -57,6 +57,8 @@ class CoLocalizationConfig:
     repeats: int = option(10, "times every image is seen per epoch", minimum=1)
     init_scale: float = option(0.5, "the crop's side at the start, as a fraction of the "
                                     "canvas (between 0 and 1)", above=0)
+    fixed_scale: bool = option(False, "keep the crop's side at init_scale: learn the "
+                                      "position only")
     data_seed: int = option(0, "seed of the canvases (positions, clutter)", minimum=0,
                             maximum=SEED_MAX)
 
@@ -97,8 +99,9 @@ class CoLocalizer(nn.Module):
     parameters, :meth:`encode` the encodings of 28x28 images.
     """
 
-    def __init__(self, init_scale: float = 0.5):
+    def __init__(self, init_scale: float = 0.5, fixed_scale: bool = False):
         super().__init__()
+        self.fixed_scale = bool(fixed_scale)
         from ..models import cnn
 
         if not 0 < init_scale < 1:
@@ -117,7 +120,7 @@ class CoLocalizer(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.stn.parameters_of(x).float()
-        s = torch.sigmoid(raw[:, :1])
+        s = torch.sigmoid(raw[:, :1].detach() if self.fixed_scale else raw[:, :1])
         return torch.cat([torch.log(s), torch.tanh(raw[:, 1:]) * (1 - s)], 1)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
@@ -154,7 +157,7 @@ class CoLocalization(Task):
         download("mnist", data_dir)
 
     def build_model(self) -> nn.Module:
-        return CoLocalizer(self.cfg.init_scale)
+        return CoLocalizer(self.cfg.init_scale, self.cfg.fixed_scale)
 
     def init_model(self, model: nn.Module) -> None:
         from ..engine.checkpoint import load_checkpoint
