@@ -292,6 +292,12 @@ def test_bad_arguments_are_clear_errors():
         ts.ParallelTransformer(2, in_channels=1, output="stack")
     with pytest.raises(ValueError, match="in_channels is required"):
         ts.RecurrentTransformer(None, "affine", 2)
+    mixed = [ts.SpatialTransformer(None, "affine", in_channels=1, out_size=size)
+             for size in ((8, 8), (6, 6))]
+    with pytest.raises(ValueError, match="output='concat' needs one out_size"):
+        ts.ParallelTransformer.from_transformers(mixed)
+    assert [o.shape[-1] for o in ts.ParallelTransformer.from_transformers(
+        mixed, output="list")(_x())] == [8, 6]
     net = _loc()
     with pytest.raises(ValueError, match="returned the same module twice"):
         ts.ParallelTransformer(2, localization=lambda: net, loc_features=8)

@@ -220,6 +220,10 @@ class ParallelTransformer(TransformerModule):
         transformers = list(transformers)
         if not transformers or not all(isinstance(t, SpatialTransformer) for t in transformers):
             raise ValueError("transformers must be a non-empty sequence of SpatialTransformer")
+        sizes = {t.out_size for t in transformers}
+        if output == "concat" and len(sizes) > 1:
+            raise ValueError(f"output='concat' needs one out_size for every transformer, got "
+                             f"{[t.out_size for t in transformers]} (use output='list')")
         self = cls.__new__(cls)
         TransformerModule.__init__(self)
         self.k = len(transformers)
