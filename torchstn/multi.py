@@ -134,8 +134,10 @@ class ParallelTransformer(TransformerModule):
         transform: family name or built :class:`~torchstn.transforms.Transform`.
         localization: ``None`` (a :class:`~torchstn.LocalizationNet` each, on
             ``in_channels``), an ``nn.Module`` (the shared trunk; unshared, the first
-            transformer gets it and the others deep copies with fresh weights), or a
-            factory called once per network.
+            transformer gets it and the others deep copies, re-initialised by each
+            submodule's ``reset_parameters``: parameters of modules without one, and any
+            custom initialisation, stay copies, so pass a factory then), or a factory
+            called once per network.
         shared_localization: one trunk for all K heads.
         init: ``"identity"`` (every transformer starts at the identity), ``"tile"``
             (crops tiling the image, as the paper initialises its CUB transformers; see
