@@ -57,6 +57,11 @@ class LocalizationNet(nn.Module):
 
 def localize(localization: nn.Module, head: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``localization(x)`` flattened to ``(N, F)``, checked against the ``head`` it feeds."""
+    if isinstance(localization, LocalizationNet) and x.shape[1] != localization.in_channels:
+        raise ValueError(
+            f"input has {x.shape[1]} channels but the default localization net was built "
+            f"for in_channels = {localization.in_channels}"
+        )
     features = localization(x)
     if not isinstance(features, torch.Tensor) or features.dim() < 2 or (
         features.shape[0] != x.shape[0]
@@ -198,13 +203,6 @@ class SpatialTransformer(TransformerModule):
     def parameters_of(self, x: torch.Tensor) -> torch.Tensor:
         """The transform parameters ``(N, num_params)`` predicted for ``x``."""
         x = check_input(x, ranks=(self.transform.ndim + 2,))
-        if isinstance(self.localization, LocalizationNet) and (
-            x.shape[1] != self.localization.in_channels
-        ):
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the default localization net was built "
-                f"for in_channels = {self.localization.in_channels}"
-            )
         return self.head(localize(self.localization, self.head, x))
 
     def forward(self, x: torch.Tensor, return_params: bool = False):

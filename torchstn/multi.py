@@ -248,13 +248,6 @@ class ParallelTransformer(TransformerModule):
         if self.transformers is not None:
             return [stn.parameters_of(x) for stn in self.transformers]
         x = check_input(x, ranks=(self.transform.ndim + 2,))
-        if isinstance(self.localization, LocalizationNet) and (
-            x.shape[1] != self.localization.in_channels
-        ):
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the default localization net was built "
-                f"for in_channels = {self.localization.in_channels}"
-            )
         features = localize(self.localization, self.heads[0], x)
         return [head(features) for head in self.heads]
 
@@ -365,12 +358,6 @@ class RecurrentTransformer(TransformerModule):
         """The composed parameters ``(N, num_params)`` after the last step (with
         ``every_step=True``, a list of them after each step)."""
         x = check_input(x, ranks=(self.transform.ndim + 2,))
-        first = self.localizations[0]
-        if isinstance(first, LocalizationNet) and x.shape[1] != first.in_channels:
-            raise ValueError(
-                f"input has {x.shape[1]} channels but the default localization net was built "
-                f"for in_channels = {first.in_channels}"
-            )
         so_far: list[torch.Tensor] = []
         for step in range(self.steps):
             i = 0 if self.shared_weights else step

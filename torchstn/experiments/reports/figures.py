@@ -16,6 +16,18 @@ __all__ = ["capture_transformers", "colocalization_figure", "curves_figure", "pr
            "save_run_figures", "transformer_figure"]
 
 
+def _finish(plt, fig, axes, path, title: str) -> Path:
+    """Image panels without ticks, the title, saved; the figure closed."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
+
+
 def _image(t: torch.Tensor):
     """One picture of a ``(C, H, W)`` input or feature map: the image for 1 or 3 channels,
     red and green for 2 (the two digits of MNIST addition), else the mean absolute
@@ -101,14 +113,7 @@ def transformer_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
                                   fontsize=9)
         h, w = out.shape[-2:]
         axes[2 * k + 1, 0].set_ylabel(f"{which}output\n{h}x{w}", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _finish(plt, fig, axes, path, title)
 
 
 def curves_figure(history: list[dict], path, *, title: str = "") -> Path:
@@ -185,14 +190,7 @@ def colocalization_figure(images: torch.Tensor, boxes: torch.Tensor, truth: torc
             if r == 1:
                 ax.set_title(f"epoch {shown[c] + 1}", fontsize=8)
         axes[r, 0].set_ylabel(f"image {r}\ncrop", fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _finish(plt, fig, axes, path, title)
 
 
 @torch.no_grad()
@@ -211,11 +209,4 @@ def projection_figure(model: nn.Module, volumes: torch.Tensor, path, *, title: s
         for i in range(n):
             axes[r, i].imshow(images[i, 0].float().cpu().numpy(), cmap="gray")
         axes[r, 0].set_ylabel(label, fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _finish(plt, fig, axes, path, title)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 
@@ -63,8 +62,3 @@ class MNISTAddition(DistortedDigits):
 
     def describe(self) -> str:
         return f"{self.cfg.model} on MNIST addition"
-
-    def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
-        from ..reports.figures import save_run_figures
-
-        return save_run_figures(out, model, self.test_images(), history, self.describe())
