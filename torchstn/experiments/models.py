@@ -31,9 +31,11 @@ from torchstn.modules import SpatialTransformer
 from torchstn.multi import ParallelTransformer
 
 from .data.addition import NUM_SUMS
+from .data.svhn import MAX_DIGITS, NO_DIGIT
 
-__all__ = ["ADDITION_MODELS", "MNIST3D_MODELS", "MODELS", "Projection", "STClassifier",
-           "build_addition_model", "build_model", "list_models"]
+__all__ = ["ADDITION_MODELS", "HOUSE_MODELS", "MNIST3D_MODELS", "MODELS", "HouseNumberNet",
+           "Projection", "STClassifier", "build_addition_model", "build_house_model",
+           "build_model", "list_models"]
 
 #: Table 1 models by name; each entry builds ``(in_size, *, st_downsample, num_classes)``.
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -223,3 +225,89 @@ def _st3d_cnn(size: int = 60):
 
 MNIST3D_MODELS.add("proj-cnn", _proj_cnn)
 MNIST3D_MODELS.add("st3d-cnn", _st3d_cnn)
+
+
+# House numbers (appendix A.5; Goodfellow et al. 2013): multi-digit recognition.
+#: House-number models by name; each entry builds ``(in_size, *, in_channels, width)``.
+HOUSE_MODELS: Registry[Callable[..., nn.Module]] = Registry("house-number model")
+#: The baseline's convolutions (5x5, zero-padded) and, after each, whether a 2x2 max-pool
+#: of stride 2 follows; then two fully connected layers.
+HOUSE_CONVS = ((48, True), (64, False), (128, True), (160, False), (192, True),
+               (192, False), (192, True), (192, False))
+HOUSE_FC = 3072
+#: Output logits: 5 for the length (1 to 5 digits), then 11 for each of the 5 digits
+#: (0 to 9, and 10: no digit).
+HOUSE_LENGTHS, HOUSE_CLASSES = MAX_DIGITS, NO_DIGIT + 1
+HOUSE_OUTPUTS = HOUSE_LENGTHS + MAX_DIGITS * HOUSE_CLASSES
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(4, round(channels * width))
+
+
+def _house_transformer(in_channels: int, side: int, width: float, *,
+                       conv: bool) -> SpatialTransformer:
+    """An affine transformer keeping its input's size. Localisation ``conv``:
+    conv[32, 5x5]-maxpool-conv[32, 5x5]-fc[32]-fc[32] (Single); else fc[32]-fc[32] on the
+    flattened feature map (Multi)."""
+    c = _scaled(32, width)
+    if conv:
+        inner = (side - 4) // 2 - 4
+        loc = nn.Sequential(nn.Conv2d(in_channels, c, 5), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(c, c, 5), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(c * inner * inner, c), nn.ReLU(), nn.Linear(c, c),
+                            nn.ReLU())
+    else:
+        loc = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, c), nn.ReLU(),
+                            nn.Linear(c, c), nn.ReLU())
+    return SpatialTransformer(loc, "affine", out_size=(side, side), loc_features=c)
+
+
+class HouseNumberNet(nn.Module):
+    """The baseline of A.5 with optional transformers; logits ``(N, 5 + 5 * 11)``.
+
+    ``transformers``: ``"none"``, ``"single"`` (one on the input) or ``"multi"`` (one before
+    each of the first four convolutions, on that layer's input). Dropout 0.5 after every
+    hidden layer but the first convolution (never in a localisation net).
+    """
+
+    def __init__(self, in_size: int = 54, *, in_channels: int = 3, width: float = 1.0,
+                 transformers: str = "none", dropout: float = 0.5):
+        super().__init__()
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ValueError(f"width must be a positive number, got {width!r}")
+        if transformers not in ("none", "single", "multi"):
+            raise ValueError(f"transformers must be none, single or multi, got "
+                             f"{transformers!r}")
+        layers: list[nn.Module] = []
+        side, c_in = in_size, in_channels
+        for i, (c, pool) in enumerate(HOUSE_CONVS):
+            if (transformers == "single" and i == 0) or (transformers == "multi" and i < 4):
+                stn = _house_transformer(c_in, side, width, conv=transformers == "single")
+                layers.append(stn)
+            c_out = _scaled(c, width)
+            layers += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.ReLU()]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+            if i > 0 and dropout:
+                layers.append(nn.Dropout(dropout))
+            c_in = c_out
+        fc = _scaled(HOUSE_FC, width)
+        layers += [nn.Flatten(), nn.Linear(c_in * side * side, fc), nn.ReLU(),
+                   nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(), nn.Dropout(dropout),
+                   nn.Linear(fc, HOUSE_OUTPUTS)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+for _name, _kind in (("cnn", "none"), ("st-cnn-single", "single"), ("st-cnn-multi", "multi")):
+    HOUSE_MODELS.add(_name, partial(HouseNumberNet, transformers=_kind))
+
+
+def build_house_model(name: str, in_size: int, *, in_channels: int = 3,
+                      width: float = 1.0) -> nn.Module:
+    """Build house-number model ``name`` for ``(N, in_channels, in_size, in_size)`` inputs."""
+    return HOUSE_MODELS.get(name)(in_size, in_channels=in_channels, width=width)

@@ -119,4 +119,4 @@ def build_task(cfg: Any, *, data_dir=None, device="cpu", seed: int = 0) -> Task:
     return TASKS.get(cfg.name)(cfg, data_dir=data_dir, device=device, seed=seed)
 
 
-from . import addition, colocalization, digits, mnist3d  # noqa: E402,F401  (registers the tasks)
+from . import addition, colocalization, digits, house_numbers, mnist3d  # noqa: E402,F401,I001  (registers the tasks)

@@ -1,0 +1,214 @@
+"""House numbers: the synthetic generator, the A.5 models, the sequence loss and reading,
+and the house-numbers and svhn tasks through the engine."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchstn import find_transformers
+from torchstn.experiments import make_config, train
+from torchstn.experiments.data.house_numbers import (
+    CANVAS,
+    HouseNumbers,
+    SVHNData,
+    centre_crop,
+    draw_numbers,
+    random_crops,
+    render_numbers,
+)
+from torchstn.experiments.data.svhn import NO_DIGIT
+from torchstn.experiments.models import HOUSE_OUTPUTS, build_house_model
+from torchstn.experiments.tasks.house_numbers import read_numbers, sequence_loss
+
+
+@pytest.fixture(scope="module")
+def tight(request):
+    from conftest import DATA_DIR
+
+    if not (DATA_DIR / "mnist").is_dir():
+        pytest.skip("MNIST not found")
+    return HouseNumbers("tight", data_dir=DATA_DIR, train_size=300, test_size=400)
+
+
+def test_labels_are_the_drawn_digits_then_no_digit(tight):
+    x, labels = tight.test_set()
+    assert x.dtype == torch.uint8 and x.shape == (400, 1, 64, 64)
+    gen = torch.Generator().manual_seed(tight.test_seed)  # redraw what the test set drew
+    drawn = draw_numbers(400, gen, len(tight.test_x), "tight")
+    for i in range(400):
+        n = int(drawn["lengths"][i])
+        want = tight.test_y[drawn["digits"][i, :n]].tolist() + [NO_DIGIT] * (5 - n)
+        assert labels[i].tolist() == want
+    counts = torch.bincount(drawn["lengths"], minlength=6)[1:]
+    assert counts.min() > 50  # every length from 1 to 5, about equally often
+
+
+def test_a_one_digit_number_keeps_its_ink_scaled_by_the_maps_area(tight):
+    """Independent of the sampler: ink mass grows by the area the map gives a pixel."""
+    gen = torch.Generator().manual_seed(7)
+    drawn = draw_numbers(200, gen, len(tight.test_x), "tight")
+    one = (drawn["lengths"] == 1).nonzero().squeeze(1)
+    assert len(one) > 20
+    x = render_numbers(tight.test_x, drawn, "tight", dtype=torch.float64)[one]
+    digits = tight.test_x[drawn["digits"][one, 0]].double() / 255
+    theta = drawn["theta"][one, 0].reshape(-1, 2, 3)[:, :, :2]
+    # canvas pixels per digit pixel: (64 / 2)^2 / (28 / 2)^2 / |det theta|
+    area = (32.0 / 14.0) ** 2 / torch.linalg.det(theta).abs()
+    ratio = x.sum((1, 2, 3)) / (digits.sum((1, 2)) * area)
+    # Nearly all keep it to 0.2%; a few lose a little ink over the canvas's edge (a tight
+    # crop, then rotated, zoomed and shifted), none gains.
+    assert (ratio - 1).abs().median() < 2e-3 and (ratio > 0.9).all() and (ratio < 1.005).all()
+
+
+def test_the_number_fills_a_tight_canvas_and_stays_inside(tight):
+    x, labels = tight.test_set()
+    ink = x[:, 0] > 128
+    assert not ink[:, 0, :].any() or ink[:, 0, :].float().mean() < 0.01  # borders nearly empty
+    cols = ink.any(1)
+    span = torch.tensor([(c.nonzero().max() - c.nonzero().min() + 1).item() if c.any() else 0
+                         for c in cols])
+    assert span.float().median() > 30 and span.max() <= 64
+
+
+def test_batches_are_seeded_and_shard_exactly(tight):
+    a = list(tight.train_batches(0, 128, crop=54))
+    b = list(tight.train_batches(0, 128, crop=54))
+    c = list(tight.train_batches(1, 128, crop=54))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not torch.equal(a[0][0], c[0][0])
+    assert [len(y) for _, y in a] == [128, 128, 44] and a[0][0].shape == (128, 1, 54, 54)
+    shards = [list(tight.train_batches(0, 128, rank=r, world=2, crop=54)) for r in range(2)]
+    for k, (x, y) in enumerate(a):
+        assert torch.equal(torch.cat([shards[0][k][0], shards[1][k][0]]), x)
+        assert torch.equal(torch.cat([shards[0][k][1], shards[1][k][1]]), y)
+
+
+def test_loose_numbers_have_clutter_and_bad_variants_are_named(tight):
+    gen = torch.Generator().manual_seed(1)
+    drawn = draw_numbers(8, gen, len(tight.test_x), "loose")
+    x = render_numbers(tight.test_x, drawn, "loose")
+    assert x.shape == (8, 1, 128, 128)
+    no_clutter = {k: v for k, v in drawn.items() if not k.startswith(("clutter", "piece"))}
+    clean = render_numbers(tight.test_x, no_clutter, "loose")
+    assert (x >= clean).all() and ((x - clean).sum((1, 2, 3)) > 5).all()
+    with pytest.raises(ValueError, match="variant must be one of tight, loose, got 'wide'"):
+        draw_numbers(2, gen, 10, "wide")
+    assert CANVAS == {"tight": 64, "loose": 128}
+
+
+def test_random_and_centre_crops_are_windows():
+    x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float32).reshape(2, 3, 10, 10)
+    off = torch.tensor([[1, 2], [4, 0]])
+    got = random_crops(x, off, 6)
+    assert torch.equal(got[0], x[0, :, 2:8, 1:7]) and torch.equal(got[1], x[1, :, 0:6, 4:10])
+    assert torch.equal(centre_crop(x, 6), x[..., 2:8, 2:8])
+
+
+def _brute_force_read(logits):
+    """The most likely number by enumerating every length, in float64."""
+    lp_len = F.log_softmax(logits[:5].double(), 0)
+    lp = F.log_softmax(logits[5:].double().reshape(5, 11), 1)
+    best, best_seq = -math.inf, None
+    for length in range(1, 6):
+        digits = [int(lp[i, :10].argmax()) for i in range(length)]
+        score = lp_len[length - 1] + sum(lp[i, d] for i, d in enumerate(digits))
+        score += sum(lp[i, 10] for i in range(length, 5))
+        if score > best:
+            best, best_seq = score, digits + [10] * (5 - length)
+    return best_seq
+
+
+def test_reading_is_the_most_likely_sequence():
+    logits = torch.randn(200, HOUSE_OUTPUTS) * 3
+    got = read_numbers(logits)
+    assert got.tolist() == [_brute_force_read(row) for row in logits]
+
+
+def test_sequence_loss_is_the_sum_of_the_six_cross_entropies():
+    logits = torch.randn(6, HOUSE_OUTPUTS)
+    labels = torch.tensor([[1, 2, 10, 10, 10], [0, 10, 10, 10, 10], [9, 9, 9, 9, 9],
+                           [3, 4, 5, 10, 10], [7, 7, 7, 7, 10], [5, 10, 10, 10, 10]])
+    want = 0.0
+    for row, lab in zip(logits.double(), labels):
+        n = int((lab != 10).sum())
+        want -= F.log_softmax(row[:5], 0)[n - 1]
+        for i in range(5):
+            want -= F.log_softmax(row[5 + 11 * i: 16 + 11 * i], 0)[lab[i]]
+    assert sequence_loss(logits, labels).item() == pytest.approx(want.item() / 6, rel=1e-6)
+    assert sequence_loss(logits, labels, "sum").item() == pytest.approx(want.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("side", [54, 108])
+def test_models_shapes_transformers_and_width(side):
+    counts = {}
+    for name, k in (("cnn", 0), ("st-cnn-single", 1), ("st-cnn-multi", 4)):
+        model = build_house_model(name, side, in_channels=3, width=0.1)
+        assert model(torch.rand(2, 3, side, side)).shape == (2, HOUSE_OUTPUTS)
+        assert len(find_transformers(model)) == k
+        counts[name] = sum(p.numel() for p in model.parameters())
+    full = build_house_model("cnn", side, width=1.0)
+    convs = [m.out_channels for m in full.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [48, 64, 128, 160, 192, 192, 192, 192]
+    fcs = [m.out_features for m in full.modules() if isinstance(m, torch.nn.Linear)]
+    assert fcs == [3072, 3072, HOUSE_OUTPUTS]
+    assert counts["cnn"] < counts["st-cnn-single"] < counts["st-cnn-multi"]
+    with pytest.raises(ValueError, match="width must be a positive number, got -1"):
+        build_house_model("cnn", side, width=-1)
+
+
+def test_multi_at_identity_computes_what_the_cnn_computes():
+    torch.manual_seed(0)
+    multi = build_house_model("st-cnn-multi", 54, in_channels=1, width=0.1).eval()
+    cnn = build_house_model("cnn", 54, in_channels=1, width=0.1).eval()
+    convs = lambda m: [x for x in m.modules()  # noqa: E731
+                       if isinstance(x, (torch.nn.Conv2d, torch.nn.Linear))
+                       and not any(x is y for s in find_transformers(m) for y in s.modules())]
+    with torch.no_grad():
+        for a, b in zip(convs(multi), convs(cnn)):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        x = torch.rand(3, 1, 54, 54)
+        torch.testing.assert_close(multi(x), cnn(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_house_numbers_task_trains(data_dir, tmp_path):
+    cfg = make_config(task="house-numbers", model="st-cnn-multi", width=0.05, train_size=64,
+                      test_size=50, epochs=1, batch_size=32, loc_lr_mult=0.1)
+    metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
+    for key in ("test_error", "test_digit_error", "test_length_accuracy", "test_loss"):
+        assert math.isfinite(metrics[key])
+    assert 0 <= metrics["test_error"] <= 100 and metrics["input"] == 54
+    assert metrics["dataset"] == "house-numbers-tight"
+
+
+def test_the_svhn_task_trains_on_published_layout_files(tmp_path):
+    from test_svhn import write_split
+
+    write_split(tmp_path, "train")
+    write_split(tmp_path, "test")
+    data = SVHNData(64, data_dir=tmp_path)
+    assert len(data.train_x) == 3 and data.dropped == 2 and data.train_x.shape[1] == 3
+    x, y = next(data.train_batches(0, 8, crop=54))
+    assert x.shape == (3, 3, 54, 54) and x.dtype == torch.float32
+    cfg = make_config(task="svhn", model="st-cnn-single", width=0.05, extra=False, epochs=1,
+                      batch_size=2)
+    metrics = train(cfg, tmp_path / "run", data_dir=tmp_path, progress=False, figures=False)
+    assert metrics["dataset"] == "svhn-64" and metrics["dropped_over_5_digits"] == 2
+    with pytest.raises(ValueError, match="val_size must be between 1 and 2"):
+        SVHNData(64, data_dir=tmp_path, val_size=3)
+    held = SVHNData(64, data_dir=tmp_path, val_size=1)
+    assert len(held.train_x) == 2 and len(held.test_x) == 1
+
+
+def test_every_length_pattern_round_trips_through_reading():
+    """Confident logits for a number read back as that number."""
+    for n, digits in itertools.product(range(1, 6), ([3, 1, 4, 1, 5], [0, 0, 9, 8, 7])):
+        labels = digits[:n] + [NO_DIGIT] * (5 - n)
+        logits = torch.full((1, HOUSE_OUTPUTS), -5.0)
+        logits[0, n - 1] = 5.0
+        for i, d in enumerate(labels):
+            logits[0, 5 + 11 * i + d] = 5.0
+        assert read_numbers(logits)[0].tolist() == labels
