@@ -212,3 +212,42 @@ def test_every_length_pattern_round_trips_through_reading():
         for i, d in enumerate(labels):
             logits[0, 5 + 11 * i + d] = 5.0
         assert read_numbers(logits)[0].tolist() == labels
+
+
+def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    import json
+
+    from torchstn.experiments.cli import main
+    from torchstn.experiments.reports import house_numbers as hn
+    from torchstn.experiments.reports import reproduce as rep
+
+    base = hn.house_base("house-numbers", epochs=1, train_size=64, test_size=40, width=0.05,
+                         batch_size=32)
+    assert base.optim.loc_lr_mult == 0.1 and base.train.precision == "fp32"
+    table = hn.run_house_numbers("house-numbers", tmp_path, models=["cnn", "st-cnn-single"],
+                                 sizes=[64], base=base, data_dir=data_dir, progress=False)
+    ours = json.loads((tmp_path / "64" / "st-cnn-single" / "seed0" / "metrics.json")
+                      .read_text())
+    assert f"| ST-CNN Single | {ours['test_error']:.2f} | 3.7 |" in table
+    assert (tmp_path / "house-numbers.md").read_text() == table
+    calls = []
+    monkeypatch.setattr(rep, "train", lambda *a, **k: calls.append(a))
+    hn.run_house_numbers("house-numbers", tmp_path, models=["cnn", "st-cnn-single"],
+                         sizes=[64], base=base, data_dir=data_dir, progress=False)
+    assert calls == []  # finished: skipped
+    with pytest.raises(ValueError, match=r"sizes must be among \[64, 128\], got 96"):
+        hn.run_house_numbers("house-numbers", tmp_path, sizes=[96], base=base)
+    seen = []
+    monkeypatch.setattr(hn, "run_house_numbers",
+                        lambda name, out, base, **kw: seen.append((name, base, kw)) or "t")
+    assert main(["reproduce", "house-numbers", "--out", str(tmp_path), "--epochs", "3",
+                 "--sizes", "128"]) == 0
+    assert seen[0][1] == hn.house_base("house-numbers", epochs=3).resolved()
+    assert seen[0][2]["sizes"] == [128]
+    assert main(["reproduce", "svhn", "--out", str(tmp_path), "--no-extra"]) == 0
+    assert seen[1][1].task.name == "svhn" and seen[1][1].task.width == 1.0
+    assert seen[1][1].task.extra is False
+    capsys.readouterr()
+    assert main(["reproduce", "svhn", "--out", str(tmp_path), "--download"]) != 0
+    assert "SVHN is not downloaded by torchstn" in capsys.readouterr().err

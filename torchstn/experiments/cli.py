@@ -18,7 +18,8 @@ _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
               "~/.cache/torchstn)")
 # Set per cell by `reproduce`, so not flags there (and its tables are test errors: no
 # validation split).
-_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
+_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size",
+                "variant", "size"}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +160,15 @@ def _reproduce(args: argparse.Namespace) -> int:
         table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
                                seeds=args.seeds, base=base, data_dir=args.data_dir,
                                progress=not args.no_progress)
+    elif args.experiment in ("house-numbers", "svhn"):
+        from .reports import house_numbers as hn
+
+        exp = hn.HOUSE_EXPERIMENTS[args.experiment]
+        base = _config(args, exp["task"], exp["recipe"]).resolved()
+        _prepare_data(args, base)
+        table = hn.run_house_numbers(args.experiment, args.out, models=args.models,
+                                     sizes=args.sizes, seeds=args.seeds, base=base,
+                                     data_dir=args.data_dir, progress=not args.no_progress)
     else:
         task = rep.EXPERIMENTS[args.experiment].task
         base = _config(args, task, rep._recipe_for(task)).resolved()
@@ -288,12 +298,19 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
             ("addition", "mnist-addition", "FCN, CNN, ST-FCN and 2xST-FCN of each family",
              "MNIST addition (appendix A.1)"),
             ("mnist3d", "mnist3d", "proj-cnn and st3d-cnn",
-             "3-D MNIST (appendix A.3): with and without a 3-D transformer")):
+             "3-D MNIST (appendix A.3): with and without a 3-D transformer"),
+            ("house-numbers", "house-numbers", "cnn st-cnn-single st-cnn-multi",
+             "Table 2 on synthetic house numbers from MNIST, at a width for 2 CPU cores"),
+            ("svhn", "svhn", "cnn st-cnn-single st-cnn-multi",
+             "Table 2: SVHN house numbers (format 1 files under <data-dir>/svhn/)")):
         exp = experiments.add_parser(name, help=text, description=text)
         if name == "table1":
             exp.add_argument("--distortions", nargs="+", default=None,
                              help="among r rts p e tc (default: all; on tc only the cells "
                                   "the paper reports)")
+        if name in ("house-numbers", "svhn"):
+            exp.add_argument("--sizes", nargs="+", type=int, default=None,
+                             help="among 64 (tight) and 128 (loose) (default: both)")
         exp.add_argument("--models", nargs="+", default=None, help=f"default: {rows}")
         exp.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
         exp.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")

@@ -229,6 +229,15 @@ class SVHN(_HouseNumberTask):
                              train_size=cfg.train_size, test_size=cfg.test_size,
                              val_size=cfg.val_size, seed=seed, device=self.device)
 
+    @classmethod
+    def download(cls, cfg: SVHNConfig, data_dir=None) -> None:
+        from ..data.idx import resolve_data_dir
+
+        raise ValueError("SVHN is not downloaded by torchstn (1.3 GB in format 1): put the "
+                         "published train.tar.gz, test.tar.gz and extra.tar.gz of "
+                         "http://ufldl.stanford.edu/housenumbers/ (or their unpacked "
+                         f"folders) in {resolve_data_dir(data_dir) / 'svhn'}")
+
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "dataset": f"svhn-{self.cfg.size}",
                 "dropped_over_5_digits": self.data.dropped}
