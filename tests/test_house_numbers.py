@@ -251,3 +251,27 @@ def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_
     capsys.readouterr()
     assert main(["reproduce", "svhn", "--out", str(tmp_path), "--download"]) != 0
     assert "SVHN is not downloaded by torchstn" in capsys.readouterr().err
+
+
+def test_input_regions_compose_the_transformers_back_to_the_input(tmp_path):
+    from torchstn.experiments.reports.figures import (
+        capture_transformers,
+        house_numbers_figure,
+        input_regions,
+    )
+
+    model = build_house_model("st-cnn-multi", 54, in_channels=1, width=0.1).eval()
+    x = torch.rand(3, 1, 54, 54)
+    regions = input_regions(capture_transformers(model, x))
+    assert len(regions) == 4
+    for r in regions:  # at identity: every transformer reads the whole input
+        assert r.abs().amax().item() == pytest.approx(1.0) and r.abs().amin() >= 0
+    # Halve the first transformer's scale and shift it: all four regions follow (composed).
+    stns = find_transformers(model)
+    with torch.no_grad():
+        stns[0].head.bias.copy_(torch.tensor([0.5, 0, 0.25, 0, 0.5, -0.25]))
+    regions = input_regions(capture_transformers(model, x))
+    for r in regions:
+        torch.testing.assert_close(r[..., 0].amax(1), torch.full((3,), 0.75, dtype=r.dtype))
+        torch.testing.assert_close(r[..., 1].amin(1), torch.full((3,), -0.75, dtype=r.dtype))
+    assert house_numbers_figure(model, x, tmp_path / "regions.png").is_file()

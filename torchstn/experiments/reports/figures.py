@@ -12,8 +12,9 @@ from torchstn.multi import ParallelTransformer
 
 from .viz import draw_grid, pyplot, save_figure
 
-__all__ = ["capture_transformers", "colocalization_figure", "curves_figure", "projection_figure",
-           "save_run_figures", "transformer_figure"]
+__all__ = ["capture_transformers", "colocalization_figure", "curves_figure",
+           "house_numbers_figure", "input_regions", "projection_figure", "save_run_figures",
+           "transformer_figure"]
 
 
 def _finish(plt, fig, axes, path, title: str) -> Path:
@@ -209,4 +210,66 @@ def projection_figure(model: nn.Module, volumes: torch.Tensor, path, *, title: s
         for i in range(n):
             axes[r, i].imshow(images[i, 0].float().cpu().numpy(), cmap="gray")
         axes[r, 0].set_ylabel(label, fontsize=9)
+    return _finish(plt, fig, axes, path, title)
+
+
+_REGION_COLOURS = ("#ffb000", "#00d0ff", "#ff3080", "#60ff40")
+
+
+def _outline(points: int = 16) -> torch.Tensor:
+    """Points ``(4 * points, 2)`` around the normalised square [-1, 1]^2."""
+    t = torch.linspace(-1, 1, points + 1, dtype=torch.float64)[:-1]
+    one = torch.ones_like(t)
+    return torch.cat([torch.stack([t, -one], 1), torch.stack([one, t], 1),
+                      torch.stack([-t, one], 1), torch.stack([-one, -t], 1)])
+
+
+@torch.no_grad()
+def input_regions(records: list[dict]) -> list[torch.Tensor]:
+    """Where each of a chain of affine transformers reads the model's input: the outline
+    of its output, mapped back through it and every transformer before it, in the input's
+    normalised coordinates, ``(N, P, 2)`` per transformer. Layers between transformers
+    (convolutions, pooling) keep the normalised frame, so the maps compose."""
+    regions, composed = [], None
+    for rec in records:
+        theta = rec["module"].parameters_of(rec["input"]).double().reshape(-1, 2, 3)
+        m = torch.zeros(len(theta), 3, 3, dtype=torch.float64)
+        m[:, :2] = theta
+        m[:, 2, 2] = 1
+        composed = m if composed is None else composed @ m
+        pts = torch.cat([_outline(), torch.ones(4 * 16, 1, dtype=torch.float64)], 1)
+        regions.append((composed @ pts.T).transpose(1, 2)[..., :2])
+    return regions
+
+
+def house_numbers_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
+                         title: str = "") -> Path:
+    """Test numbers with the input region each transformer reads (the paper's Fig. 4:
+    the four of ST-CNN Multi in four colours, composed back to the input; Single's crop),
+    and below them the first transformer's output."""
+    plt = pyplot()
+    xb = x[:n]
+    n = len(xb)
+    records = capture_transformers(model, xb)
+    regions = input_regions(records) if records else []
+    rows = 2 if records else 1
+    fig, axes = plt.subplots(rows, n, figsize=(1.45 * n, 1.6 * rows + 0.5), squeeze=False)
+    h, w = xb.shape[-2:]
+    for i in range(n):
+        img, kw = _image(xb[i])
+        axes[0, i].imshow(img, **kw)
+        for k, region in enumerate(regions):
+            px = ((region[i, :, 0] + 1) * w - 1) / 2, ((region[i, :, 1] + 1) * h - 1) / 2
+            axes[0, i].fill(px[0].numpy(), px[1].numpy(), fill=False, lw=1.0,
+                            color=_REGION_COLOURS[k % len(_REGION_COLOURS)])
+        axes[0, i].set_xlim(-0.5, w - 0.5)
+        axes[0, i].set_ylim(h - 0.5, -0.5)
+        if records:
+            img, kw = _image(records[0]["output"][i])
+            axes[1, i].imshow(img, **kw)
+    axes[0, 0].set_ylabel("input" + (f", {len(regions)} ST region"
+                                     f"{'s' * (len(regions) > 1)}" if regions else ""),
+                          fontsize=9)
+    if records:
+        axes[1, 0].set_ylabel("ST 1 output", fontsize=9)
     return _finish(plt, fig, axes, path, title)

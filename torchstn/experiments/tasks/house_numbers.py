@@ -144,6 +144,24 @@ class _HouseNumberTask(Task):
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "width": self.cfg.width, "input": self.crop}
 
+    def figures(self, out, model: nn.Module, history: list[dict]) -> list:
+        """``regions.png`` (the paper's Fig. 4: where each transformer reads the input),
+        ``curves.png``."""
+        from pathlib import Path
+
+        from ..reports.figures import curves_figure, house_numbers_figure
+
+        out = Path(out)
+        x = centre_crop(self.data.test_set()[0][:10], self.crop).to(self.device).float() / 255
+        label = self.describe()
+        if history:
+            label += (f" - sequence error {history[-1]['test_error']:.2f}% after "
+                      f"{history[-1]['epoch']} epochs")
+        paths = [house_numbers_figure(model, x, out / "regions.png", title=label)]
+        if history:
+            paths.append(curves_figure(history, out / "curves.png", title=label))
+        return paths
+
 
 @dataclass
 class HouseNumbersConfig:
