@@ -307,7 +307,8 @@ for _name, _kind in (("cnn", "none"), ("st-cnn-single", "single"), ("st-cnn-mult
     HOUSE_MODELS.add(_name, partial(HouseNumberNet, transformers=_kind))
 
 
-def build_house_model(name: str, in_size: int, *, in_channels: int = 3,
-                      width: float = 1.0) -> nn.Module:
+def build_house_model(name: str, in_size: int, *, in_channels: int = 3, width: float = 1.0,
+                      dropout: float = 0.5) -> nn.Module:
     """Build house-number model ``name`` for ``(N, in_channels, in_size, in_size)`` inputs."""
-    return HOUSE_MODELS.get(name)(in_size, in_channels=in_channels, width=width)
+    return HOUSE_MODELS.get(name)(in_size, in_channels=in_channels, width=width,
+                                  dropout=dropout)

@@ -92,7 +92,7 @@ class _HouseNumberTask(Task):
 
     def build_model(self) -> nn.Module:
         return build_house_model(self.cfg.model, self.crop, in_channels=self.in_channels,
-                                 width=self.cfg.width)
+                                 width=self.cfg.width, dropout=self.cfg.dropout)
 
     def num_train_examples(self) -> int:
         return self.data.train_size if isinstance(self.data, HouseNumbers) else len(
@@ -173,6 +173,8 @@ class HouseNumbersConfig:
     model: str = option("st-cnn-multi", "house-number model",
                         choices=lambda: HOUSE_MODELS.names())
     width: float = option(1.0, "scale every layer's width (1: the paper's)", minimum=0.01)
+    dropout: float = option(0.5, "dropout after every hidden layer but the first "
+                                 "convolution (the paper: 0.5)", minimum=0.0, maximum=0.9)
     train_size: int = option(60000, "numbers per training epoch", minimum=1)
     test_size: int = option(10000, "test numbers", minimum=1)
     train_digits: int | None = option(None, "make training numbers of the first N MNIST "
@@ -221,6 +223,8 @@ class SVHNConfig:
     model: str = option("st-cnn-multi", "house-number model",
                         choices=lambda: HOUSE_MODELS.names())
     width: float = option(1.0, "scale every layer's width (1: the paper's)", minimum=0.01)
+    dropout: float = option(0.5, "dropout after every hidden layer but the first "
+                                 "convolution (the paper: 0.5)", minimum=0.0, maximum=0.9)
     extra: bool = option(True, "train on the extra split too (as the paper)")
     train_size: int | None = option(None, "first N training numbers (default: all)",
                                     minimum=1)
