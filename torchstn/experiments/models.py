@@ -298,6 +298,14 @@ class HouseNumberNet(nn.Module):
                    nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(), nn.Dropout(dropout),
                    nn.Linear(fc, HOUSE_OUTPUTS)]
         self.net = nn.Sequential(*layers)
+        # He initialisation of the ten ReLU layers (PyTorch's default scales each layer's
+        # output variance by about 1/3: the signal fades through ten of them).
+        stn_layers = {id(m) for t in layers if isinstance(t, SpatialTransformer)
+                      for m in t.modules()}
+        for m in self.net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in stn_layers:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
