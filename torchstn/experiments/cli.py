@@ -18,8 +18,9 @@ _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
               "~/.cache/torchstn)")
 # Set per cell by `reproduce`, so not flags there (and its tables are test errors: no
 # validation split).
-_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size",
-                "variant", "size"}
+_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
+# ... and in the house-number grids, the crop size (64 / 128) too.
+_HOUSE_CELL_FIELDS = _CELL_FIELDS | {"variant", "size"}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -316,7 +317,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         exp.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")
         exp.add_argument("--threads", type=int)
         exp.add_argument("--no-progress", action="store_true")
-        _add_run_args(exp, grid_task, exclude=_CELL_FIELDS)
+        _add_run_args(exp, grid_task, exclude=_HOUSE_CELL_FIELDS if name in (
+            "house-numbers", "svhn") else _CELL_FIELDS)
         _add_data_args(exp)
         exp.set_defaults(func=_reproduce)
 
