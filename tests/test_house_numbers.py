@@ -275,3 +275,12 @@ def test_input_regions_compose_the_transformers_back_to_the_input(tmp_path):
         torch.testing.assert_close(r[..., 0].amax(1), torch.full((3,), 0.75, dtype=r.dtype))
         torch.testing.assert_close(r[..., 1].amin(1), torch.full((3,), -0.75, dtype=r.dtype))
     assert house_numbers_figure(model, x, tmp_path / "regions.png").is_file()
+
+
+def test_the_models_command_lists_the_house_number_models(capsys):
+    from torchstn.experiments.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    full = sum(p.numel() for p in build_house_model("st-cnn-multi", 54).parameters())
+    assert f"st-cnn-multi{full:>20,}" in out

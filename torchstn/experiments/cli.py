@@ -220,6 +220,13 @@ def _models(args: argparse.Namespace) -> int:
     print("\nmnist3d (1x60x60x60):")
     for name in MNIST3D_MODELS.names():
         print(f"{name:<20}{count_parameters(MNIST3D_MODELS.get(name)(60)):>10,}")
+    from .models import HOUSE_MODELS, build_house_model
+
+    print("\nhouse numbers (3x54x54 SVHN crops; 1x54x54 synthetic at width 0.25):")
+    for name in HOUSE_MODELS.names():
+        full = count_parameters(build_house_model(name, 54))
+        small = count_parameters(build_house_model(name, 54, in_channels=1, width=0.25))
+        print(f"{name:<20}{full:>12,}{small:>12,}")
     return 0
 
 
