@@ -42,6 +42,11 @@ _INK = 20 / 28  # the part of an MNIST box its digit's ink fills
 _CLUTTER, _PIECE = 6, 10
 
 
+def _check_variant(variant: str) -> None:
+    if variant not in CANVAS:
+        raise ValueError(f"variant must be one of {', '.join(CANVAS)}, got {variant!r}")
+
+
 def _u(gen: torch.Generator, lo: float, hi: float, *shape: int) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
 
@@ -54,8 +59,7 @@ def draw_numbers(n: int, gen: torch.Generator, pool_size: int, variant: str) -> 
     :func:`torchstn.warp` takes), and for the loose variant the clutter's pool rows,
     piece offsets and maps.
     """
-    if variant not in CANVAS:
-        raise ValueError(f"variant must be one of {', '.join(CANVAS)}, got {variant!r}")
+    _check_variant(variant)
     size, k = CANVAS[variant], MAX_DIGITS
     lengths = torch.randint(1, k + 1, (n,), generator=gen)
     digits = torch.randint(0, pool_size, (n, k), generator=gen)
@@ -121,14 +125,6 @@ def _affine(lin: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _pieces(pool: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """The ``10x10`` pieces at ``offsets (m, 2)`` (x, y) of pool digits ``rows (m,)``."""
-    ar = torch.arange(_PIECE, device=pool.device)
-    ys = (offsets[:, 1:2].to(pool.device) + ar).unsqueeze(2)  # (m, 10, 1)
-    xs = (offsets[:, 0:1].to(pool.device) + ar).unsqueeze(1)  # (m, 1, 10)
-    return pool[rows.to(pool.device).unsqueeze(1).unsqueeze(2), ys, xs]
-
-
 def render_numbers(pool: torch.Tensor, drawn: dict, variant: str,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The images ``(n, 1, S, S)`` in [0, 1] of drawn numbers; ``pool (P, 28, 28)`` uint8
@@ -143,8 +139,9 @@ def render_numbers(pool: torch.Tensor, drawn: dict, variant: str,
     image = (slots * to_device(used, device).to(dtype)[:, :, None, None]).amax(1)
     if "clutter" in drawn:
         c = drawn["clutter"].shape[1]
-        pieces = _pieces(pool, drawn["clutter"].reshape(-1), drawn["piece"].reshape(-1, 2))
-        pieces = pieces.to(dtype).div(255).unsqueeze(1)
+        rows = to_device(drawn["clutter"].reshape(-1), device)
+        pieces = random_crops(pool[rows].unsqueeze(1), drawn["piece"].reshape(-1, 2), _PIECE)
+        pieces = pieces.to(dtype).div(255)
         spread = warp(pieces, to_device(drawn["clutter_theta"].reshape(n * c, 6).to(dtype),
                                         device), "affine", out_size=(size, size))
         image = torch.maximum(image, spread.reshape(n, c, size, size).amax(1))
@@ -172,8 +169,7 @@ class HouseNumbers:
                  test_size: int | None = None, train_digits: int | None = None,
                  val_size: int = 0, seed: int = 0, test_seed: int = 2015,
                  device: str | torch.device = "cpu"):
-        if variant not in CANVAS:
-            raise ValueError(f"variant must be one of {', '.join(CANVAS)}, got {variant!r}")
+        _check_variant(variant)
         for name, value in (("train_size", train_size), ("test_size", test_size)):
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
@@ -286,6 +282,11 @@ class SVHNData:
         self.train_x = images[:train_size].to(self.device)
         self.train_y = labels[:train_size].to(self.device)
         self.test_x, self.test_y = self.test_x[:test_size], self.test_y[:test_size]
+
+    @property
+    def train_size(self) -> int:
+        """Training numbers per epoch."""
+        return len(self.train_x)
 
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0, world: int = 1,
                       crop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -191,9 +191,13 @@ class _Source:
             self._tar.close()
 
 
-def _check(split: str, size: int) -> None:
+def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def _check(split: str, size: int) -> None:
+    _check_split(split)
     if size not in SIZES:
         raise ValueError(f"size must be 64 (tight crops) or 128 (loose), got {size!r}")
 
@@ -255,8 +259,7 @@ def load_svhn_digits(split: str = "train", data_dir=None) -> tuple[torch.Tensor,
 
     Returns ``images (N, 3, 32, 32)`` uint8 and ``labels (N,)`` int64 in 0..9.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    _check_split(split)
     path = resolve_data_dir(data_dir) / "svhn" / f"{split}_32x32.mat"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: put the published {path.name} there")

@@ -95,8 +95,7 @@ class _HouseNumberTask(Task):
                                  width=self.cfg.width, dropout=self.cfg.dropout)
 
     def num_train_examples(self) -> int:
-        return self.data.train_size if isinstance(self.data, HouseNumbers) else len(
-            self.data.train_x)
+        return self.data.train_size
 
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
                       world: int = 1) -> Iterator[Any]:
