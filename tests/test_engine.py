@@ -339,3 +339,12 @@ def test_atomic_writes_name_their_temporaries_so_that_only_they_are_removed(tmp_
     (tmp_path / name).write_text("left by a killed write")
     assert [p.name for p in remove_temps(tmp_path)] == [name]
     assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_table_cells_say_how_many_seeds_finished():
+    from torchstn.experiments.reports.reproduce import _cell
+    assert _cell([], 3) == "-"
+    assert _cell([1.25], 1) == "1.25"
+    assert _cell([1.0, 2.0, 3.0], 3) == "2.00 ± 1.00"
+    assert _cell([1.0, 2.0], 3) == "1.50 ± 0.71 (n=2)"
+    assert _cell([0.5], 3) == "0.50 (n=1)"

@@ -58,7 +58,7 @@ def house_markdown(name: str, root: Path, models, sizes, seeds: int, base: RunCo
         cells = []
         for size in sizes:
             errors = _seed_errors(root / str(size) / model, seeds, house_cell(base, size, model))
-            cells += [_cell(errors), str(PAPER_TABLE2[size][model])]
+            cells += [_cell(errors, seeds), str(PAPER_TABLE2[size][model])]
         lines.append(f"| {_LABELS[model]} | " + " | ".join(cells) + " |")
     t, o, task = base.train, base.optim, base.task
     data = (f"synthetic house numbers from MNIST, {task.train_size:,} fresh numbers per "
@@ -66,7 +66,7 @@ def house_markdown(name: str, root: Path, models, sizes, seeds: int, base: RunCo
             "SVHN" + (" train + extra" if task.extra else " train"))
     note = (f"\n% sequence error (a number counts as right only if every digit and its "
             f"length are), mean ± standard deviation over {seeds} seed{'s' * (seeds != 1)} "
-            f"(a single number: one seed finished so far). Ours: {data}; width "
+            f"(`(n=K)`: only K seeds finished so far). Ours: {data}; width "
             f"{task.width:g} of the paper's; {t.epochs} epochs, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}, localisation nets at {o.loc_lr_mult:g}x), "
             f"{base.schedule.schedule} schedule, {t.precision}. Paper: SVHN train + extra, "

@@ -49,12 +49,14 @@ def _run_dir(root: Path, distortion: str, model: str, seed: int) -> Path:
     return root / distortion / model / f"seed{seed}"
 
 
-def _cell(errors: list[float]) -> str:
+def _cell(errors: list[float], seeds: int) -> str:
+    """Mean ± standard deviation of ``errors``; ``(n=K)`` where fewer than ``seeds``
+    runs have finished."""
     if not errors:
         return "-"
-    if len(errors) == 1:
-        return f"{errors[0]:.2f}"
-    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+    text = (f"{errors[0]:.2f}" if len(errors) == 1
+            else f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}")
+    return text if len(errors) >= seeds else f"{text} (n={len(errors)})"
 
 
 def table1_base(**options) -> RunConfig:
@@ -82,13 +84,13 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
             errors = _seed_errors(_run_dir(root, d, model, 0).parent, seeds,
                                   table1_cell(base, d, model, 0))
             paper = PAPER_TABLE1.get(model, {}).get(d)
-            row += [_cell(errors), "-" if paper is None else f"{paper}"]
+            row += [_cell(errors, seeds), "-" if paper is None else f"{paper}"]
         lines.append("| " + " | ".join(row) + " |")
     train_size = (base.task.train_size or 60000) - base.task.val_size
     test_size = base.task.test_size or 10000
     epochs, o, t = base.train.epochs, base.optim, base.train
     note = (f"\n% test error on distorted {base.task.dataset.upper()}, mean ± standard "
-            f"deviation over {seeds} seed{'s' * (seeds != 1)} (a single number: one seed "
+            f"deviation over {seeds} seed{'s' * (seeds != 1)} (`(n=K)`: only K seeds "
             f"finished so far). Ours: {epochs} epoch{'s' * (epochs != 1)} of {train_size} "
             f"training images, batch {t.batch_size}, {o.optimizer} (lr {o.lr:g}, weight decay "
             f"{o.weight_decay:g}), {base.schedule.schedule} schedule, {t.precision}; "
@@ -230,12 +232,12 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
                               dataclasses.replace(base, task=task_cfg).resolved())
         paper = exp.paper.get(model)
         counts = _parameters(task_cfg)
-        lines.append(f"| {model} | {counts:,} | {_cell(errors)} | "
+        lines.append(f"| {model} | {counts:,} | {_cell(errors, seeds)} | "
                      f"{'-' if paper is None else paper} |")
     o, t = base.optim, base.train
     size = base.task.train_size or 60000
     note = (f"\n% test error on {exp.title}, mean ± standard deviation over {seeds} seed"
-            f"{'s' * (seeds != 1)} (a single number: one seed finished so far). Ours: "
+            f"{'s' * (seeds != 1)} (`(n=K)`: only K seeds finished so far). Ours: "
             f"{t.epochs} epochs of {size:,} training examples, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}), {base.schedule.schedule} schedule, "
             f"{t.precision}. {exp.note}\n")
