@@ -16,8 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from torchstn.experiments.reports.reproduce import (PAPER_TABLE1, TABLE1_CELLS,
-                                                    TABLE1_DISTORTIONS)
+from torchstn.experiments.reports.reproduce import PAPER_TABLE1, TABLE1_CELLS, TABLE1_DISTORTIONS
 
 
 def _runs(folder: Path) -> list[dict]:
