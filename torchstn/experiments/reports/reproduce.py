@@ -195,6 +195,9 @@ class RowsExperiment:
     note: str
     #: Rows run last, however they are listed (the expensive ones).
     last: tuple[str, ...] = ()
+    #: ``(key, value)`` settings over the Table 1 recipe, chosen on this experiment's own
+    #: validation split.
+    recipe: tuple[tuple[str, object], ...] = ()
 
 
 EXPERIMENTS = {
@@ -212,9 +215,10 @@ EXPERIMENTS = {
 
 def experiment_base(name: str, **options) -> RunConfig:
     """What ``torchstn reproduce <name>`` starts from: the Table 1 recipe (chosen on its
-    validation split) on the experiment's task, under ``options``."""
-    task = EXPERIMENTS[name].task
-    return make_config(task, **{**_recipe_for(task), **options})
+    validation split) on the experiment's task, under the experiment's own ``recipe``
+    settings, under ``options``."""
+    exp = EXPERIMENTS[name]
+    return make_config(exp.task, **{**_recipe_for(exp.task), **dict(exp.recipe), **options})
 
 
 def addition_base(**options) -> RunConfig:
