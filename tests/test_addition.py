@@ -133,3 +133,18 @@ def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
     assert main(["reproduce", "mnist3d", "--out", str(tmp_path), "--size", "40"]) == 0
     assert seen[1] == ("mnist3d", rep.experiment_base("mnist3d", size=40).resolved())
     assert seen[1][1].optim.optimizer == "adamw" and seen[1][1].task.name == "mnist3d"
+
+
+def test_an_experiment_recipe_overrides_table1s_and_flags_override_both(monkeypatch):
+    import dataclasses
+
+    from torchstn.experiments.reports import reproduce as rep
+
+    own = dataclasses.replace(rep.EXPERIMENTS["addition"], recipe=(("epochs", 7),
+                                                                   ("lr", 1e-3)))
+    monkeypatch.setitem(rep.EXPERIMENTS, "addition", own)
+    base = rep.addition_base().resolved()
+    assert (base.train.epochs, base.optim.lr) == (7, 1e-3)
+    assert base.optim.weight_decay == rep.TABLE1_RECIPE["weight_decay"]  # the rest: Table 1's
+    assert rep.addition_base(epochs=3).resolved().train.epochs == 3
+    assert rep.experiment_base("mnist3d").resolved().train.epochs == rep.TABLE1_RECIPE["epochs"]
