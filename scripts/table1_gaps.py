@@ -20,13 +20,14 @@ from torchstn.experiments.reports.reproduce import PAPER_TABLE1, TABLE1_CELLS, T
 
 
 def _runs(folder: Path) -> list[dict]:
+    """The finished runs (every epoch of their configuration) of one cell."""
     runs = []
     for metrics in sorted(folder.glob("seed*/metrics.json")):
         data = json.loads(metrics.read_text())
-        if data["history"] and data["epochs_done"] == len(data["history"]):
+        epochs = json.loads((metrics.parent / "config.json").read_text())["train"]["epochs"]
+        if data["epochs_done"] >= epochs and len(data["history"]) >= 6:
             runs.append(data)
-    epochs = max((r["epochs_done"] for r in runs), default=0)
-    return [r for r in runs if r["epochs_done"] == epochs]
+    return runs
 
 
 def main() -> None:

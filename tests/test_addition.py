@@ -130,6 +130,9 @@ def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
                         lambda name, out, base, **kw: seen.append((name, base)) or "t")
     assert main(["reproduce", "addition", "--out", str(tmp_path), "--epochs", "3"]) == 0
     assert seen[0] == ("addition", rep.addition_base(epochs=3).resolved())
+    assert main(["reproduce", "addition", "--out", str(tmp_path)]) == 0
+    assert seen[-1][1].train.epochs == 64  # the addition's own recipe (docs/addition.md)
+    seen.pop()
     assert main(["reproduce", "mnist3d", "--out", str(tmp_path), "--size", "40"]) == 0
     assert seen[1] == ("mnist3d", rep.experiment_base("mnist3d", size=40).resolved())
     assert seen[1][1].optim.optimizer == "adamw" and seen[1][1].task.name == "mnist3d"

@@ -172,7 +172,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                                      data_dir=args.data_dir, progress=not args.no_progress)
     else:
         task = rep.EXPERIMENTS[args.experiment].task
-        base = _config(args, task, rep._recipe_for(task)).resolved()
+        base = _config(args, task, rep.experiment_recipe(args.experiment)).resolved()
         _prepare_data(args, base)
         table = rep.run_rows(args.experiment, args.out, models=args.models, seeds=args.seeds,
                              base=base, data_dir=args.data_dir, progress=not args.no_progress)

@@ -14,7 +14,8 @@ from ..engine.loop import _check_resumable
 
 __all__ = ["ADDITION_ROWS", "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
            "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
-           "experiment_base", "rows_markdown", "run_addition", "run_grid", "run_rows",
+           "experiment_base", "experiment_recipe", "rows_markdown", "run_addition",
+           "run_grid", "run_rows",
            "run_table1", "table1_base", "table1_cell", "table1_markdown"]
 
 # Jaderberg et al. 2015, Table 1 (left): % test error on distorted MNIST.
@@ -220,8 +221,14 @@ def experiment_base(name: str, **options) -> RunConfig:
     """What ``torchstn reproduce <name>`` starts from: the Table 1 recipe (chosen on its
     validation split) on the experiment's task, under the experiment's own ``recipe``
     settings, under ``options``."""
+    return make_config(EXPERIMENTS[name].task, **{**experiment_recipe(name), **options})
+
+
+def experiment_recipe(name: str) -> dict:
+    """The flat recipe settings of experiment ``name``: the Table 1 recipe's (those its task
+    has fields for) under the experiment's own ``recipe``."""
     exp = EXPERIMENTS[name]
-    return make_config(exp.task, **{**_recipe_for(exp.task), **dict(exp.recipe), **options})
+    return {**_recipe_for(exp.task), **dict(exp.recipe)}
 
 
 def addition_base(**options) -> RunConfig:
