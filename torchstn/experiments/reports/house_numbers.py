@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import RunConfig, make_config
 from ..engine import atomic_write_text, is_primary_process
-from .reproduce import _cell, _seed_errors, run_grid
+from .reproduce import _cell, _seed_errors, run_grid, seeds_phrase
 
 __all__ = ["HOUSE_EXPERIMENTS", "PAPER_TABLE2", "house_base", "house_cell", "house_markdown",
            "run_house_numbers"]
@@ -65,8 +65,7 @@ def house_markdown(name: str, root: Path, models, sizes, seeds: int, base: RunCo
             f"epoch, {task.test_size:,} test numbers" if name == "house-numbers" else
             "SVHN" + (" train + extra" if task.extra else " train"))
     note = (f"\n% sequence error (a number counts as right only if every digit and its "
-            f"length are), mean ± standard deviation over {seeds} seed{'s' * (seeds != 1)} "
-            f"(`(n=K)`: only K seeds finished so far). Ours: {data}; width "
+            f"length are), {seeds_phrase(seeds)}. Ours: {data}; width "
             f"{task.width:g} of the paper's; {t.epochs} epochs, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}, localisation nets at {o.loc_lr_mult:g}x), "
             f"{base.schedule.schedule} schedule, {t.precision}. Paper: SVHN train + extra, "

@@ -14,9 +14,9 @@ from ..engine.loop import _check_resumable
 
 __all__ = ["ADDITION_ROWS", "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
            "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
-           "experiment_base", "experiment_recipe", "rows_markdown", "run_addition",
-           "run_grid", "run_rows",
-           "run_table1", "table1_base", "table1_cell", "table1_markdown"]
+           "experiment_base", "experiment_recipe", "finished_runs", "rows_markdown",
+           "run_addition", "run_grid", "run_rows", "run_table1", "seeds_phrase",
+           "table1_base", "table1_cell", "table1_markdown"]
 
 # Jaderberg et al. 2015, Table 1 (left): % test error on distorted MNIST.
 PAPER_TABLE1 = {
@@ -90,9 +90,8 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
     train_size = (base.task.train_size or 60000) - base.task.val_size
     test_size = base.task.test_size or 10000
     epochs, o, t = base.train.epochs, base.optim, base.train
-    note = (f"\n% test error on distorted {base.task.dataset.upper()}, mean ± standard "
-            f"deviation over {seeds} seed{'s' * (seeds != 1)} (`(n=K)`: only K seeds "
-            f"finished so far). Ours: {epochs} epoch{'s' * (epochs != 1)} of {train_size} "
+    note = (f"\n% test error on distorted {base.task.dataset.upper()}, "
+            f"{seeds_phrase(seeds)}. Ours: {epochs} epoch{'s' * (epochs != 1)} of {train_size} "
             f"training images, batch {t.batch_size}, {o.optimizer} (lr {o.lr:g}, weight decay "
             f"{o.weight_decay:g}), {base.schedule.schedule} schedule, {t.precision}; "
             f"{test_size} test images distorted once with a fixed seed. Paper: 150k "
@@ -147,10 +146,10 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
                 after_each()
 
 
-def _seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
-    """Test errors of the finished runs ``folder/seed<S>`` of configuration ``cfg`` (with
-    each seed); a run of another configuration is left out."""
-    errors = []
+def finished_runs(folder: Path, seeds: int, cfg: RunConfig) -> list[dict]:
+    """``metrics.json`` of the finished runs ``folder/seed<S>`` of configuration ``cfg``
+    (with each seed); a run of another configuration is left out."""
+    runs = []
     for seed in range(seeds):
         run = folder / f"seed{seed}"
         metrics = run / "metrics.json"
@@ -163,8 +162,19 @@ def _seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
         except ValueError:
             continue
         if data["epochs_done"] >= cfg.train.epochs:
-            errors.append(data["test_error"])
-    return errors
+            runs.append(data)
+    return runs
+
+
+def _seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
+    """Test errors of :func:`finished_runs`."""
+    return [data["test_error"] for data in finished_runs(folder, seeds, cfg)]
+
+
+def seeds_phrase(seeds: int) -> str:
+    """How a table's note counts its seeds."""
+    return (f"mean ± standard deviation over {seeds} seed{'s' * (seeds != 1)} (`(n=K)`: "
+            "only K seeds finished so far)")
 
 
 # Jaderberg et al. 2015, appendix A.1 (MNIST addition), % test error, as our notes have
@@ -250,8 +260,7 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
                      f"{'-' if paper is None else paper} |")
     o, t = base.optim, base.train
     size = base.task.train_size or 60000
-    note = (f"\n% test error on {exp.title}, mean ± standard deviation over {seeds} seed"
-            f"{'s' * (seeds != 1)} (`(n=K)`: only K seeds finished so far). Ours: "
+    note = (f"\n% test error on {exp.title}, {seeds_phrase(seeds)}. Ours: "
             f"{t.epochs} epochs of {size:,} training examples, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}), {base.schedule.schedule} schedule, "
             f"{t.precision}. {exp.note}\n")
