@@ -7,7 +7,6 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from .distortions import to_device
 from .mnist import DistortedMNIST, _epoch_generator, shard_rows
@@ -57,18 +56,52 @@ def render_volumes(digits: torch.Tensor, poses: torch.Tensor, size: int = 60,
     depth profile's interpolation (tested), without building the slab volumes.
     """
     n = len(digits)
-    axis = (torch.arange(size, dtype=torch.float64, device=digits.device) * 2 + 1) / size - 1
-    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
-    points = torch.stack([x, y, z, torch.ones_like(x)], -1).view(1, -1, 4)  # (1, V, 4)
-    src = points @ poses.to(digits.device, torch.float64).transpose(1, 2)  # (N, V, 3)
-    # The digit spans 28/size of the side: its own normalised coordinates are larger.
-    grid = (src[..., :2] * (size / 28)).view(n, 1, -1, 2)
-    image = digits.unsqueeze(1).to(dtype) / 255
-    plane = F.grid_sample(image, grid.to(dtype), mode="bilinear", padding_mode="zeros",
-                          align_corners=False).view(n, -1)
-    depth = src[..., 2] * size / 2  # voxels from the slab's middle plane
-    profile = (SLAB / 2 + 0.5 - depth.abs()).clamp(0, 1).to(dtype)
-    return (plane * profile).view(n, 1, size, size, size)
+    out = torch.zeros(n, 1, size, size, size, dtype=dtype, device=digits.device)
+    # A voxel shows the slab only within SLAB / 2 + 1/2 voxels of its middle plane (a few
+    # percent of the volume): its source point is computed, in float64, for those alone.
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        _render_into(out[start:stop], digits[start:stop], poses[start:stop], size)
+    return out
+
+
+#: Volumes rendered together by :func:`render_volumes` (bounds its float64 scratch memory).
+_CHUNK = 16
+
+
+def _render_into(out: torch.Tensor, digits: torch.Tensor, poses: torch.Tensor,
+                 size: int) -> None:
+    dev, dtype = digits.device, out.dtype
+    axis = (torch.arange(size, dtype=torch.float64, device=dev) * 2 + 1) / size - 1
+    pose = poses.to(dev, torch.float64)  # (n, 3, 4): source = pose @ (x, y, z, 1)
+    # Each source coordinate is a sum of one term per axis: (n, 3, size) each.
+    along_x = pose[:, :, 0, None] * axis
+    along_y = pose[:, :, 1, None] * axis
+    along_z = pose[:, :, 2, None] * axis + pose[:, :, 3, None]
+
+    def coordinate(c: int, b, k, j, i):
+        return along_z[b, c, k] + along_y[b, c, j] + along_x[b, c, i]
+
+    depth = (along_z[:, 2, :, None, None] + along_y[:, 2, None, :, None]
+             + along_x[:, 2, None, None, :]) * (size / 2)  # voxels from the middle plane
+    b, k, j, i = torch.nonzero(depth.abs() < SLAB / 2 + 0.5, as_tuple=True)
+    profile = (SLAB / 2 + 0.5 - depth[b, k, j, i].abs()).clamp(0, 1)
+    # The digit spans 28/size of the side; bilinear in its pixels (align_corners=False),
+    # zero outside it.
+    px = ((coordinate(0, b, k, j, i) * (size / 28) + 1) * 28 - 1) / 2
+    py = ((coordinate(1, b, k, j, i) * (size / 28) + 1) * 28 - 1) / 2
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = (px - x0).to(dtype), (py - y0).to(dtype)
+    x0, y0 = x0.long(), y0.long()
+    image = digits.to(dtype) / 255
+    plane = torch.zeros(len(b), dtype=dtype, device=dev)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xx, yy = x0 + dx, y0 + dy
+            inside = (xx >= 0) & (xx < 28) & (yy >= 0) & (yy < 28)
+            value = image[b, yy.clamp(0, 27), xx.clamp(0, 27)]
+            plane += torch.where(inside, value, 0) * (wx * wy)
+    out[b, 0, k, j, i] = plane * profile.to(dtype)
 
 
 class Mnist3D(DistortedMNIST):
