@@ -1,5 +1,6 @@
 """MNIST addition: the data (pairs, sums, seeds, shards), the models and the task."""
 
+import dataclasses
 import json
 
 import pytest
@@ -118,6 +119,15 @@ def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
     ours = json.loads((tmp_path / "2xst-fcn-tps" / "seed0" / "metrics.json").read_text())
     assert f"| 2xst-fcn-tps | 477,075 | {ours['test_error']:.2f} | 5.8 |" in table
     assert (tmp_path / "addition.md").read_text() == table
+    # The transformers' rate is not part of a model without one: the finished FCN run
+    # counts under any loc_lr_mult, the 2xST-FCN run only under its own.
+    assert base.optim.loc_lr_mult == 0.1
+    other = dataclasses.replace(base, optim=dataclasses.replace(base.optim, loc_lr_mult=0.5))
+    assert rep.row_config(other, "fcn").optim.loc_lr_mult == 1.0
+    assert len(rep.finished_runs(tmp_path / "fcn", 1, rep.row_config(other, "fcn"))) == 1
+    assert rep.row_config(base, "2xst-fcn-tps").optim.loc_lr_mult == 0.1
+    assert rep.finished_runs(tmp_path / "2xst-fcn-tps", 1,
+                             rep.row_config(other, "2xst-fcn-tps")) == []
     calls = []
     monkeypatch.setattr(rep, "train", lambda *a, **k: calls.append(a))
     rep.run_addition(tmp_path, models=["fcn", "2xst-fcn-tps"], base=base, data_dir=data_dir,
@@ -131,7 +141,8 @@ def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
     assert main(["reproduce", "addition", "--out", str(tmp_path), "--epochs", "3"]) == 0
     assert seen[0] == ("addition", rep.addition_base(epochs=3).resolved())
     assert main(["reproduce", "addition", "--out", str(tmp_path)]) == 0
-    assert seen[-1][1].train.epochs == 64  # the addition's own recipe (docs/addition.md)
+    recipe = seen[-1][1]  # the addition's own recipe (docs/addition.md)
+    assert recipe.train.epochs == 64 and recipe.optim.loc_lr_mult == 0.1
     seen.pop()
     assert main(["reproduce", "mnist3d", "--out", str(tmp_path), "--size", "40"]) == 0
     assert seen[1] == ("mnist3d", rep.experiment_base("mnist3d", size=40).resolved())
