@@ -348,3 +348,57 @@ def test_table_cells_say_how_many_seeds_finished():
     assert _cell([1.0, 2.0, 3.0], 3) == "2.00 ± 1.00"
     assert _cell([1.0, 2.0], 3) == "1.50 ± 0.71 (n=2)"
     assert _cell([0.5], 3) == "0.50 (n=1)"
+
+
+class _Inputs:
+    """A stand-in task: gives ``x`` as its test inputs."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def example_inputs(self, n):
+        return (self.x[:n],)
+
+
+def test_coverage_finds_a_transformer_that_reads_only_padding(capsys):
+    alive = ts.SpatialTransformer(torch.nn.Flatten(), "affine", loc_features=64)
+    dead = ts.SpatialTransformer(torch.nn.Flatten(), "affine", loc_features=64)
+    half = ts.SpatialTransformer(torch.nn.Flatten(), "affine", loc_features=64)
+    with torch.no_grad():
+        dead.head.bias.copy_(torch.tensor([1.0, 0, 5, 0, 1, 0]))  # shifted 5 half-widths
+        half.head.bias.copy_(torch.tensor([1.0, 0, 1, 0, 1, 0]))  # shifted one half-width
+    model = ts.ParallelTransformer.from_transformers([alive, dead, half])
+    inside = loop.transformer_coverage(_Inputs(torch.rand(3, 1, 8, 8)), model)
+    # An 8x8 output at pixel centres (+-7/8, ...): shifted by 1, the 4 columns with x < 0
+    # land inside [-1, 1], the other 4 outside.
+    assert inside == {"st1_inside": 100.0, "st2_inside": 0.0, "st3_inside": 50.0}
+    loop._warn_dead(inside, 3)
+    err = capsys.readouterr().err
+    assert "after epoch 3, spatial transformer 2 of 3 reads inside its input at only 0.00%" in err
+    assert "transformer 1 " not in err and "transformer 3 " not in err
+    assert loop.transformer_coverage(_Inputs(torch.rand(3, 1, 8, 8)),
+                                     torch.nn.Flatten()) == {}
+
+
+def test_training_records_where_the_transformer_reads(data_dir, tmp_path):
+    metrics = train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir,
+                    progress=False, figures=False)
+    share = metrics["history"][0]["st1_inside"]
+    assert 0 < share <= 100
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "st1_inside" in header
+
+
+def test_metrics_csv_holds_every_key_of_a_resumed_history(tmp_path):
+    class _Task:
+        name = "t"
+
+        def summary(self):
+            return {}
+
+    # Epoch 1 from an older torchstn, epoch 2 recording the transformer's coverage.
+    history = [{"epoch": 1, "test_error": 5.0, "seconds": 1.0},
+               {"epoch": 2, "test_error": 4.0, "seconds": 1.0, "st1_inside": 97.5}]
+    loop._write_metrics(tmp_path, _Task(), history, 10, ["test_error"])
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,test_error,seconds,st1_inside", "1,5.0,1.0,", "2,4.0,1.0,97.5"]

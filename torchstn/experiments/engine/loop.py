@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from .optim import build_optimizer
 from .progress import Progress
 from .schedules import set_lr
 
-__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train"]
+__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train", "transformer_coverage"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -85,7 +86,9 @@ def _write_metrics(out: Path, task: Task, history: list[dict], params: int,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    # Every key of any epoch (a run resumed by a newer torchstn may record more).
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(out / "metrics.csv", buf.getvalue())
@@ -217,9 +220,12 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
         test_metrics = evaluate(task, model, world, precision=cfg.train.precision)
         eval_keys = list(test_metrics)
         seen = reduced.get("count", 0)
+        inside = transformer_coverage(task, model)
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                         "seconds": seconds, "images_per_s": seen / seconds,
-                        "data_seconds": data_time})
+                        "data_seconds": data_time, **inside})
+        if world.primary:
+            _warn_dead(inside, epoch + 1)
         shown = " ".join(f"{k.removeprefix('train_')} {v:.4g}" for k, v in train_metrics.items())
         shown += " | " + " ".join(f"{k} {v:.4g}" for k, v in test_metrics.items())
         bar.close(f"{shown} | {seen / seconds:.0f} img/s")  # all ranks' metrics
@@ -239,6 +245,48 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
     if figures and world.primary:
         task.figures(out, model, history)
     return metrics
+
+
+#: Test inputs the engine runs through the model after every epoch to see where its
+#: transformers read.
+COVERAGE_INPUTS = 64
+#: A transformer with less than this share (%) of its sampling points inside its input is
+#: reported: where it reads only padding it gets no gradient, and it may never come back.
+DEAD_INSIDE = 1.0
+
+
+def transformer_coverage(task: Task, model: nn.Module) -> dict[str, float]:
+    """``{"st<i>_inside": %}``: for each spatial transformer of ``model`` (each member of a
+    parallel one), the share of its sampling points that fall inside its input, on the
+    task's first :data:`COVERAGE_INPUTS` test inputs. Empty for a model without a
+    transformer, a task that does not give its inputs, or a model that does not run its
+    transformers on them."""
+    from torchstn.modules import find_transformers
+
+    if not find_transformers(model):
+        return {}
+    try:
+        inputs = task.example_inputs(COVERAGE_INPUTS)
+    except NotImplementedError:
+        return {}
+    if len(inputs) != 1:
+        return {}
+    from ..reports.figures import capture_transformers
+
+    records = capture_transformers(model, inputs[0])
+    return {f"st{i}_inside": float((rec["grid"].abs() <= 1).all(-1).double().mean()) * 100
+            for i, rec in enumerate(records, start=1)}
+
+
+def _warn_dead(inside: dict[str, float], epoch: int) -> None:
+    for key, share in inside.items():
+        if share < DEAD_INSIDE:
+            number = key.removeprefix("st").removesuffix("_inside")
+            print(f"warning: after epoch {epoch}, spatial transformer {number} of "
+                  f"{len(inside)} reads inside its input at only {share:.2f}% of its sampling "
+                  f"points (on {COVERAGE_INPUTS} test inputs): where it reads padding it gets "
+                  "no gradient and may never come back; a lower --loc-lr-mult helps "
+                  "(docs/addition.md)", file=sys.stderr)
 
 
 def _running(task: Task, totals: dict[str, Any]) -> str:
