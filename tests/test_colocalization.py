@@ -61,7 +61,7 @@ def test_the_task_needs_a_pretrained_encoder_and_trains(data_dir, tmp_path):
                       test_size=64, batch_size=64)
     train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
     cfg = make_config("colocalization", digit=1, images=8, repeats=2, epochs=2, batch_size=4,
-                      encoder=str(tmp_path / "enc"))
+                      encoder=str(tmp_path / "enc"), encoding="maps")
     metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False)
     assert 0 <= metrics["test_hit_rate"] <= 100
     assert metrics["test_error"] == pytest.approx(100 - metrics["test_hit_rate"])
@@ -86,3 +86,38 @@ def test_fixed_scale_learns_the_position_only():
     assert grad[0].abs().sum() == 0 and grad[1:].abs().sum() > 0
     with pytest.raises(ValueError, match="init_scale must be between 0 and 1"):
         CoLocalizer(1.5)
+
+
+def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, tmp_path):
+    # An encoder on rts digits gives 42x42 crops; the bound goes from 0.9 to 0.5 of the
+    # canvas over 2 epochs, the crops stay under it.
+    enc = make_config(distortion="rts", model="cnn", epochs=1, train_size=128,
+                      test_size=32, batch_size=64)
+    train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
+    cfg = make_config("colocalization", digit=2, images=6, repeats=2, epochs=3, batch_size=3,
+                      encoder=str(tmp_path / "enc"), init_scale=0.9, final_scale=0.5,
+                      shrink_epochs=2)
+    from torchstn.experiments.tasks import build_task
+
+    task = build_task(cfg.task, data_dir=data_dir)
+    assert [task.crop_bound(p) for p in (0, 1, 2, 3)] == pytest.approx([0.9, 0.7, 0.5, 0.5])
+    model = task.build_model()
+    assert model.side == 42 and model.bounded
+    batches = list(task.train_batches(1, 3))
+    assert [p for _, p in batches] == pytest.approx([1, 1.25, 1.5, 1.75])
+    metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
+    assert 0 <= metrics["test_hit_rate"] <= 100
+    tracks = json.loads((tmp_path / "run" / "tracks.json").read_text())
+    sides = [[(b[2] - b[0]) / 84 for b in epoch] for epoch in tracks]
+    assert all(side <= 0.9 + 1e-6 for side in sides[0])
+    assert all(side <= 0.5 + 1e-6 for side in sides[-1])  # the bound at the end
+    with pytest.raises(ValueError, match="task.final_scale' must be between 0 and 1"):
+        make_config("colocalization", final_scale=1.5).resolved()
+
+
+def test_prob_encoding_is_the_encoders_softmax():
+    model = CoLocalizer(0.5, side=42, encoding="prob")
+    crops = torch.rand(3, 1, 42, 42)
+    torch.testing.assert_close(model.encode(crops), torch.softmax(model.encoder(crops), 1))
+    with pytest.raises(ValueError, match="encoding must be 'prob' or 'maps'"):
+        CoLocalizer(0.5, encoding="logits")

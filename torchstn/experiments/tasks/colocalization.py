@@ -35,7 +35,7 @@ from ..data.mnist import shard_rows
 from ..engine.checkpoint import atomic_write_text
 from . import TASKS, Task
 
-__all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes"]
+__all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes", "encoder_side"]
 
 #: Images whose crops are recorded after every epoch (``tracks.json``, the figure).
 TRACKED = 6
@@ -50,20 +50,35 @@ class CoLocalizationConfig:
     clutter: bool = option(False, "TC: 16 random 6x6 crops of other digits on every canvas "
                                   "(else T: the digit alone)")
     images: int = option(100, "images of the class (MNIST test digits)", minimum=2)
-    encoder: str = option("runs/coloc-encoder", "run folder of the pretrained encoder: a "
-                                                "distorted-digits run of the cnn model on "
-                                                "28x28 digits")
+    encoder: str = option("results/table1/rts/cnn/seed0",
+                          "run folder of the pretrained encoder: a distorted-digits run of "
+                          "the cnn model, on rts (42x42: digits at any scale and place, "
+                          "the crops are 42x42) or on 28x28 digits (none, r, p, e)")
+    encoding: str = option("prob", "what of the encoder the loss compares: its class "
+                                   "probabilities, or its two pooled convolution maps "
+                                   "(each scaled to unit length)",
+                              choices=lambda: ("prob", "maps"))
     margin: float = option(1.0, "triplet hinge margin", minimum=0)
     repeats: int = option(10, "times every image is seen per epoch", minimum=1)
-    init_scale: float = option(0.5, "the crop's side at the start, as a fraction of the "
+    init_scale: float = option(0.9, "the crop's side at the start, as a fraction of the "
                                     "canvas (between 0 and 1)", above=0)
-    fixed_scale: bool = option(False, "keep the crop's side at init_scale: learn the "
-                                      "position only")
+    final_scale: float = option(0.42, "the largest crop side allowed at the end of the "
+                                      "shrink, as a fraction of the canvas", above=0)
+    shrink_epochs: float = option(0.0, "epochs over which the largest allowed crop side "
+                                       "shrinks linearly from init_scale to final_scale, "
+                                       "the crop following it (0: no bound, the side is "
+                                       "learnt freely from init_scale)", minimum=0)
+    fixed_scale: bool = option(False, "keep the crop's side at init_scale (or on the "
+                                      "shrink's bound): learn the position only")
     data_seed: int = option(0, "seed of the canvases (positions, clutter)", minimum=0,
                             maximum=SEED_MAX)
 
     def resolve(self) -> None:
-        pass
+        for key in ("init_scale", "final_scale"):
+            value = getattr(self, key)
+            if not 0 < value < 1:
+                raise ValueError(f"config key 'task.{key}' must be between 0 and 1 (the "
+                                 f"crop's side over the canvas'), got {value!r}")
 
 
 def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
@@ -75,42 +90,62 @@ def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
     return torch.cat([lo, hi], 1)
 
 
-def _check_encoder(run: Path) -> dict:
+#: The encoder's input side (the crops' side) by the distortion it was trained on.
+ENCODER_SIDES = {"none": DIGIT, "r": DIGIT, "p": DIGIT, "e": DIGIT, "rts": 42}
+
+
+def encoder_side(run: Path) -> int:
+    """The input side of the pretrained encoder in run folder ``run`` (checked)."""
     config = run / "config.json"
     if not (run / "checkpoint.safetensors").is_file() or not config.is_file():
         raise FileNotFoundError(f"encoder {run}: not a finished run folder (train one with "
-                                f"`torchstn train --distortion none --model cnn --out {run}`)")
+                                f"`torchstn train --distortion rts --model cnn --out {run}`)")
     saved = json.loads(config.read_text())
     task = saved.get("task", {})
     if task.get("name") != "distorted-digits" or task.get("model") != "cnn" or (
-            task.get("distortion") not in ("none", "r", "p", "e")):
-        raise ValueError(f"encoder {run} must be a distorted-digits run of the cnn model on "
-                         f"28x28 digits (distortion none, r, p or e), got {task}")
-    return saved
+            task.get("distortion") not in ENCODER_SIDES):
+        raise ValueError(f"encoder {run} must be a distorted-digits run of the cnn model, "
+                         f"distortion rts, none, r, p or e, got {task}")
+    return ENCODER_SIDES[task["distortion"]]
+
+
+#: Under a shrinking bound, the crop's side starts at this share of the bound.
+BOUND_START = 0.95
 
 
 class CoLocalizer(nn.Module):
-    """An attention transformer cropping 28x28 from 84x84, and the frozen encoder.
+    """An attention transformer cropping ``side x side`` from 84x84, and the frozen encoder.
 
     The crop stays inside the canvas: the localisation net's three outputs ``(a, b, c)``
     become the scale ``s = sigmoid(a)`` and the centre ``tanh(b, c) * (1 - s)``. (A crop
     off the canvas, or larger than it, is alike in every image and would satisfy the
-    loss.) ``forward(x)`` returns the crops, :meth:`attention` their ``attention``
-    parameters, :meth:`encode` the encodings of 28x28 images.
+    loss.) With ``bounded``, the scale is ``bound * sigmoid(a)`` instead, ``bound`` a
+    buffer the task shrinks over training (``a`` starts at :data:`BOUND_START`), so
+    the crops close in on what they hold. ``forward(x)`` returns the crops,
+    :meth:`attention` their ``attention`` parameters, :meth:`encode` the encodings of
+    ``side x side`` images: the encoder's class probabilities (``encoding="prob"``) or its
+    two pooled convolution maps, each scaled to unit length (``"maps"``).
     """
 
-    def __init__(self, init_scale: float = 0.5, fixed_scale: bool = False):
+    def __init__(self, init_scale: float = 0.5, fixed_scale: bool = False, *,
+                 side: int = DIGIT, encoding: str = "maps", bounded: bool = False):
         super().__init__()
-        self.fixed_scale = bool(fixed_scale)
+        self.fixed_scale, self.bounded = bool(fixed_scale), bool(bounded)
         from ..models import cnn
 
         if not 0 < init_scale < 1:
             raise ValueError(f"init_scale must be between 0 and 1 (the crop's side over the "
                              f"canvas'), got {init_scale!r}")
-        self.stn = SpatialTransformer(LocalizationNet(1), "attention", out_size=(DIGIT, DIGIT))
+        if encoding not in ("prob", "maps"):
+            raise ValueError(f"encoding must be 'prob' or 'maps', got {encoding!r}")
+        self.side, self.encoding = int(side), encoding
+        self.stn = SpatialTransformer(LocalizationNet(1), "attention",
+                                      out_size=(self.side, self.side))
+        start = BOUND_START if self.bounded else init_scale
         with torch.no_grad():
-            self.stn.head.bias[0] = math.log(init_scale / (1 - init_scale))
-        self.encoder = cnn(DIGIT)
+            self.stn.head.bias[0] = math.log(start / (1 - start))
+        self.register_buffer("bound", torch.tensor(float(init_scale)))
+        self.encoder = cnn(self.side)
         self.encoder.requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -121,14 +156,18 @@ class CoLocalizer(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.stn.parameters_of(x).float()
         s = torch.sigmoid(raw[:, :1].detach() if self.fixed_scale else raw[:, :1])
+        if self.bounded:
+            s = self.bound * s
         return torch.cat([torch.log(s), torch.tanh(raw[:, 1:]) * (1 - s)], 1)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.attention(x)
-        crops = warp(x, params, "attention", out_size=(DIGIT, DIGIT))
+        crops = warp(x, params, "attention", out_size=(self.side, self.side))
         return (crops, params) if return_params else crops
 
     def encode(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.encoding == "prob":
+            return F.softmax(self.encoder(crops).float(), dim=1)
         parts = []
         h = crops
         for layer in self.encoder:
@@ -157,18 +196,25 @@ class CoLocalization(Task):
         download("mnist", data_dir)
 
     def build_model(self) -> nn.Module:
-        return CoLocalizer(self.cfg.init_scale, self.cfg.fixed_scale)
+        return CoLocalizer(self.cfg.init_scale, self.cfg.fixed_scale,
+                           side=encoder_side(Path(self.cfg.encoder)),
+                           encoding=self.cfg.encoding, bounded=self.cfg.shrink_epochs > 0)
 
     def init_model(self, model: nn.Module) -> None:
         from ..engine.checkpoint import load_checkpoint
-
-        run = Path(self.cfg.encoder)
-        _check_encoder(run)
         from ..models import cnn
 
-        donor = cnn(DIGIT)
+        run = Path(self.cfg.encoder)
+        donor = cnn(encoder_side(run))
         load_checkpoint(run / "checkpoint.safetensors", donor)
         model.encoder.load_state_dict(donor.state_dict())
+
+    def crop_bound(self, progress: float) -> float:
+        """The largest crop side allowed (fraction of the canvas) after ``progress``
+        epochs: from ``init_scale`` down to ``final_scale`` over ``shrink_epochs``."""
+        cfg = self.cfg
+        done = min(1.0, progress / cfg.shrink_epochs) if cfg.shrink_epochs > 0 else 0.0
+        return cfg.init_scale + (cfg.final_scale - cfg.init_scale) * done
 
     def num_train_examples(self) -> int:
         return self.cfg.images * self.cfg.repeats
@@ -178,20 +224,22 @@ class CoLocalization(Task):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.cat([torch.randperm(self.cfg.images, generator=gen)
                            for _ in range(self.cfg.repeats)])
-        for start in range(0, len(order), batch_size):
+        steps = -(-len(order) // batch_size)
+        for step, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start : start + batch_size]
             if world > 1:
                 idx = idx[shard_rows(len(idx), rank, world)]
-            yield (idx,)
+            yield idx, epoch + step / steps
 
     def _x(self, idx: torch.Tensor) -> torch.Tensor:
         return self.images[idx.to(self.images.device)].float() / 255
 
     def train_step(self, model: nn.Module, batch: Any):
-        (idx,) = batch
+        idx, progress = batch
         x = self._x(idx)
         n = len(x)
         inner = model.module if hasattr(model, "module") else model
+        inner.bound.fill_(self.crop_bound(progress))
         crops, params = inner(x, return_params=True)
         e = inner.encode(crops)
         # Random patches of the same images, as large as each image's crop (so that
@@ -200,12 +248,13 @@ class CoLocalization(Task):
         log_s = params[:, :1].detach().float()
         t = (torch.rand(n, 2, device=x.device) * 2 - 1) * (1 - log_s.exp())
         patch = torch.cat([log_s, t], 1)
-        e_rand = inner.encode(warp(x, patch, "attention", out_size=(DIGIT, DIGIT)))
-        # Each image's partner: another image of the batch.
-        partner = torch.roll(torch.arange(n, device=x.device), 1)
-        close = (e - e[partner]).pow(2).sum(1)
+        e_rand = inner.encode(warp(x, patch, "attention", out_size=(inner.side, inner.side)))
+        # The paper's sum over every pair of different images n, m of the batch.
+        close = torch.cdist(e, e).pow(2)  # (n, m)
         far = (e - e_rand).pow(2).sum(1)
-        loss = F.relu(close - far + self.cfg.margin).mean() if n > 1 else crops.sum() * 0.0
+        pairs = ~torch.eye(n, dtype=torch.bool, device=x.device)
+        loss = (F.relu(close - far[:, None] + self.cfg.margin)[pairs].mean() if n > 1
+                else crops.sum() * 0.0)
         sums = {"loss": loss.detach().double() * n, "count": n}
         return loss, sums
 
@@ -248,7 +297,7 @@ class CoLocalization(Task):
                 f"({'TC' if self.cfg.clutter else 'T'})")
 
     def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
-        return (self._x(torch.arange(batch_size)),)
+        return (self._x(torch.arange(min(batch_size, self.cfg.images))),)
 
     def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
         from ..reports.figures import colocalization_figure, curves_figure

@@ -137,8 +137,8 @@ class _HouseNumberTask(Task):
                 "test_length_accuracy": 100.0 * sums["length_right"] / n}
 
     def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
-        return (torch.rand(batch_size, self.in_channels, self.crop, self.crop,
-                           device=self.device),)
+        x = self.data.test_set()[0][:batch_size]
+        return (centre_crop(x, self.crop).to(self.device).float() / 255,)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "width": self.cfg.width, "input": self.crop}
