@@ -121,3 +121,31 @@ def test_prob_encoding_is_the_encoders_softmax():
     torch.testing.assert_close(model.encode(crops), torch.softmax(model.encoder(crops), 1))
     with pytest.raises(ValueError, match="encoding must be 'prob' or 'maps'"):
         CoLocalizer(0.5, encoding="logits")
+
+
+def test_reproduce_colocalization_runs_each_digit_and_variant_beside_the_paper(
+        data_dir, tmp_path, monkeypatch, capsys):
+    from torchstn.experiments.cli import main
+    from torchstn.experiments.reports import reproduce as rep
+
+    enc = make_config(distortion="rts", model="cnn", epochs=1, train_size=128,
+                      test_size=32, batch_size=64)
+    train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
+    args = ["reproduce", "colocalization", "--out", str(tmp_path / "c"), "--digits", "1",
+            "--encoder", str(tmp_path / "enc"), "--images", "6", "--epochs", "1",
+            "--repeats", "1", "--batch-size", "3", "--shrink-epochs", "1", "--no-progress",
+            "--data-dir", str(data_dir)]
+    assert main(args) == 0
+    table = (tmp_path / "c" / "colocalization.md").read_text()
+    hits = [json.loads((tmp_path / "c" / v / "digit1" / "seed0" / "metrics.json").read_text())
+            ["test_hit_rate"] for v in ("t", "tc")]
+    assert f"| 1 | {hits[0]:.2f} | 100 | {hits[1]:.2f} | 75-93 |" in table
+    saved = json.loads((tmp_path / "c" / "tc" / "digit1" / "seed0" / "config.json").read_text())
+    assert saved["task"]["clutter"] and saved["task"]["digit"] == 1
+    assert saved["task"]["data_seed"] == 1 and saved["task"]["encoding"] == "prob"
+    calls = []
+    monkeypatch.setattr(rep, "train", lambda *a, **k: calls.append(a))
+    assert main(args) == 0
+    assert calls == []  # finished: skipped
+    with pytest.raises(ValueError, match="variants must be among"):
+        rep.run_colocalization(tmp_path, variants=["x"])

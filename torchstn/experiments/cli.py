@@ -21,6 +21,8 @@ _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
 _CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
 # ... and in the house-number grids, the crop size (64 / 128) too.
 _HOUSE_CELL_FIELDS = _CELL_FIELDS | {"variant", "size"}
+# ... and in the co-localisation grid, the digit and the variant (clutter).
+_COLOC_CELL_FIELDS = {"task", "seed", "digit", "clutter"}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -161,6 +163,12 @@ def _reproduce(args: argparse.Namespace) -> int:
         table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
                                seeds=args.seeds, base=base, data_dir=args.data_dir,
                                progress=not args.no_progress)
+    elif args.experiment == "colocalization":
+        base = _config(args, "colocalization", rep.COLOC_RECIPE).resolved()
+        _prepare_data(args, base)
+        table = rep.run_colocalization(args.out, variants=args.variants, digits=args.digits,
+                                       seeds=args.seeds, base=base, data_dir=args.data_dir,
+                                       progress=not args.no_progress)
     elif args.experiment in ("house-numbers", "svhn"):
         from .reports import house_numbers as hn
 
@@ -307,6 +315,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
              "MNIST addition (appendix A.1)"),
             ("mnist3d", "mnist3d", "proj-cnn and st3d-cnn",
              "3-D MNIST (appendix A.3): with and without a 3-D transformer"),
+            ("colocalization", "colocalization", None,
+             "co-localisation (appendix A.2): digits 0-9 on T and TC, without labels"),
             ("house-numbers", "house-numbers", "cnn st-cnn-single st-cnn-multi",
              "Table 2 on synthetic house numbers from MNIST, at a width for 2 CPU cores"),
             ("svhn", "svhn", "cnn st-cnn-single st-cnn-multi",
@@ -319,13 +329,20 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         if name in ("house-numbers", "svhn"):
             exp.add_argument("--sizes", nargs="+", type=int, default=None,
                              help="among 64 (tight) and 128 (loose) (default: both)")
-        exp.add_argument("--models", nargs="+", default=None, help=f"default: {rows}")
+        if name == "colocalization":
+            exp.add_argument("--variants", nargs="+", default=None,
+                             help="among t and tc (default: both)")
+            exp.add_argument("--digits", nargs="+", type=int, default=None,
+                             help="digit classes (default: 0 to 9)")
+        else:
+            exp.add_argument("--models", nargs="+", default=None, help=f"default: {rows}")
         exp.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
         exp.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")
         exp.add_argument("--threads", type=int)
         exp.add_argument("--no-progress", action="store_true")
         _add_run_args(exp, grid_task, exclude=_HOUSE_CELL_FIELDS if name in (
-            "house-numbers", "svhn") else _CELL_FIELDS)
+            "house-numbers", "svhn") else _COLOC_CELL_FIELDS if name == "colocalization"
+            else _CELL_FIELDS)
         _add_data_args(exp)
         exp.set_defaults(func=_reproduce)
 

@@ -31,7 +31,8 @@ from .optim import build_optimizer
 from .progress import Progress
 from .schedules import set_lr
 
-__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train", "transformer_coverage"]
+__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train",
+           "transformer_coverage"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
