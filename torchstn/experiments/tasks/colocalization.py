@@ -5,11 +5,10 @@ thing 100 images of a digit class have in common. The loss is the paper's triple
 the encodings of the crops of two different images must be closer (squared distance) than
 the encodings of an image's crop and of a random patch of the same image, by a margin.
 The encoder is a CNN trained beforehand on MNIST classification (a finished run of the
-``distorted-digits`` task, ``cnn`` model, on 28x28 digits), frozen; its hidden layers
-(the two pooled convolution maps), concatenated.
-
-Experimental: as it stands the crops do not find the digits (they collapse onto the
-background or stall; see the issue tracker's issue 14 notes), so no results are reported.
+``distorted-digits`` task, ``cnn`` model: on RTS digits, so that it knows digits at any
+scale and place, or on 28x28 digits), frozen; the loss compares its class probabilities
+(or its two pooled convolution maps). The crop starts at 0.9 of the canvas and a bound on
+its side shrinks over training, so the crops close in on the digits (docs/colocalization.md).
 """
 
 from __future__ import annotations
@@ -179,7 +178,7 @@ class CoLocalizer(nn.Module):
 
 @TASKS.register("colocalization")
 class CoLocalization(Task):
-    """Unsupervised co-localisation of one digit class on 84x84 canvases (A.2; experimental)."""
+    """Unsupervised co-localisation of one digit class on 84x84 canvases (A.2)."""
 
     name = "colocalization"
     Config = CoLocalizationConfig
