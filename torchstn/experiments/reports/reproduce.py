@@ -267,10 +267,12 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
                      f"{'-' if paper is None else paper} |")
     o, t = base.optim, base.train
     size = base.task.train_size or 60000
+    loc = (f"; the localisation nets at {o.loc_lr_mult:g} times the rate"
+           if o.loc_lr_mult != 1 else "")
     note = (f"\n% test error on {exp.title}, {seeds_phrase(seeds)}. Ours: "
             f"{t.epochs} epochs of {size:,} training examples, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}), {base.schedule.schedule} schedule, "
-            f"{t.precision}. {exp.note}\n")
+            f"{t.precision}{loc}. {exp.note}\n")
     return "\n".join(lines) + "\n" + note
 
 

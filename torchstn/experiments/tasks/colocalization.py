@@ -239,7 +239,7 @@ class CoLocalization(Task):
         n = len(x)
         inner = model.module if hasattr(model, "module") else model
         inner.bound.fill_(self.crop_bound(progress))
-        crops, params = inner(x, return_params=True)
+        crops, params = model(x, return_params=True)  # through DDP's forward, if wrapped
         e = inner.encode(crops)
         # Random patches of the same images, as large as each image's crop (so that
         # neither a tiny crop of the background nor a crop of the whole canvas, both alike
