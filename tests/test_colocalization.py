@@ -105,6 +105,24 @@ def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, 
     assert model.side == 42 and model.bounded
     batches = list(task.train_batches(1, 3))
     assert [p for _, p in batches] == pytest.approx([1, 1.25, 1.5, 1.75])
+    # The loss is the paper's hinge averaged over every ordered pair n != m of the batch,
+    # recomputed here pair by pair from the same crops and random patches.
+    from torchstn.warping import warp
+
+    idx = torch.arange(4)
+    torch.manual_seed(0)
+    loss, _ = task.train_step(model, (idx, 0.5))
+    torch.manual_seed(0)
+    x = task._x(idx)
+    crops, params = model(x, return_params=True)
+    assert float(model.bound) == pytest.approx(task.crop_bound(0.5))
+    e = model.encode(crops).detach()
+    log_s = params[:, :1].detach()
+    t = (torch.rand(4, 2) * 2 - 1) * (1 - log_s.exp())
+    e_rand = model.encode(warp(x, torch.cat([log_s, t], 1), "attention", out_size=(42, 42)))
+    terms = [max(0.0, float((e[n] - e[m]).pow(2).sum() - (e[n] - e_rand[n]).pow(2).sum() + 1))
+             for n in range(4) for m in range(4) if m != n]
+    assert float(loss) > 0 and float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-4)
     metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
     assert 0 <= metrics["test_hit_rate"] <= 100
     tracks = json.loads((tmp_path / "run" / "tracks.json").read_text())
