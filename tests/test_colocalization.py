@@ -122,7 +122,8 @@ def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, 
     e_rand = model.encode(warp(x, torch.cat([log_s, t], 1), "attention", out_size=(42, 42)))
     terms = [max(0.0, float((e[n] - e[m]).pow(2).sum() - (e[n] - e_rand[n]).pow(2).sum() + 1))
              for n in range(4) for m in range(4) if m != n]
-    assert float(loss) > 0 and float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-4)
+    loss = float(loss.detach())
+    assert loss > 0 and loss == pytest.approx(sum(terms) / len(terms), rel=1e-4)
     metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
     assert 0 <= metrics["test_hit_rate"] <= 100
     tracks = json.loads((tmp_path / "run" / "tracks.json").read_text())
