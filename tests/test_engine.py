@@ -122,6 +122,33 @@ def test_resume_refuses_a_different_configuration(data_dir, tmp_path):
               resume=True, progress=False, figures=False)
 
 
+def test_a_run_moves_between_devices(data_dir, tmp_path):
+    # A run started on a GPU (its checkpoint and config.json say cuda) resumes on the CPU
+    # and counts in a table built for the CPU; each epoch records where it ran.
+    from safetensors.torch import load_file, save_file
+
+    from torchstn.experiments.reports.reproduce import finished_runs
+
+    cfg = make_config(**{**TINY, "epochs": 2})
+    train(cfg, tmp_path / "seed0", data_dir=data_dir, progress=False, figures=False,
+          stop_after=1)
+    ckpt = tmp_path / "seed0" / "checkpoint.safetensors"
+    meta = read_checkpoint_meta(ckpt)
+    meta["config"]["train"]["device"] = "cuda"
+    meta["history"][0]["device"] = "cuda"
+    save_file(load_file(str(ckpt)), str(ckpt), metadata={"torchstn": json.dumps(meta)})
+    metrics = train(cfg, tmp_path / "seed0", data_dir=data_dir, resume=True, progress=False,
+                    figures=False)
+    assert [h["device"] for h in metrics["history"]] == ["cuda", "cpu"]
+    saved = json.loads((tmp_path / "seed0" / "config.json").read_text())
+    saved["train"]["device"] = "cuda"
+    (tmp_path / "seed0" / "config.json").write_text(json.dumps(saved))
+    assert [r["epochs_done"] for r in finished_runs(tmp_path, 1, cfg.resolved())] == [2]
+    # Anything else that differs still keeps the run out of the table.
+    other = make_config(**{**TINY, "epochs": 2, "lr": 0.5}).resolved()
+    assert finished_runs(tmp_path, 1, other) == []
+
+
 def test_resume_refuses_a_run_of_another_task(data_dir, tmp_path):
     train(make_config(**{**TINY, "epochs": 1}), tmp_path, data_dir=data_dir, progress=False,
           figures=False)

@@ -56,8 +56,14 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+# Where a run trains is not part of its recipe: a run started on a GPU may be resumed (or
+# counted in a table) on the CPU and back; each epoch's device is in the history.
+_WHERE = {"train.device"}
+
+
 def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
-    """Refuse to resume a run of another task or another configuration."""
+    """Refuse to resume a run of another task or another configuration (the device may
+    differ)."""
     check_not_legacy(saved, f"{out}/{CHECKPOINT} config")
     saved_task = saved.get("task", {}).get("name") if isinstance(saved.get("task"), dict) else None
     if saved_task != cfg.task.name:
@@ -66,7 +72,7 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     given = _flat(config_to_dict(cfg))
     before = _flat(config_to_dict(config_from_dict(saved, f"{out}/{CHECKPOINT} config")))
     diff = {k: (before.get(k), given.get(k)) for k in sorted(set(before) | set(given))
-            if before.get(k) != given.get(k)}
+            if before.get(k) != given.get(k) and k not in _WHERE}
     if diff:
         shown = ", ".join(f"{k}: {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
         raise ValueError(f"{out} holds a run with a different configuration ({shown}): give "
@@ -224,7 +230,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
         inside = transformer_coverage(task, model)
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                         "seconds": seconds, "images_per_s": seen / seconds,
-                        "data_seconds": data_time, **inside})
+                        "data_seconds": data_time, "device": world.device.type, **inside})
         if world.primary:
             _warn_dead(inside, epoch + 1)
         shown = " ".join(f"{k.removeprefix('train_')} {v:.4g}" for k, v in train_metrics.items())
