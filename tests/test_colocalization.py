@@ -9,7 +9,7 @@ import torchstn as ts
 from torchstn.experiments import make_config, train
 from torchstn.experiments.data.colocalization import box_iou, colocalization_images
 from torchstn.experiments.data.idx import load_idx_dataset
-from torchstn.experiments.tasks.colocalization import CoLocalizer, crop_boxes
+from torchstn.experiments.tasks.colocalization import CoLocalizer, crop_boxes, random_patches
 
 
 def test_box_iou_against_hand_computed_values():
@@ -77,6 +77,34 @@ def test_the_task_needs_a_pretrained_encoder_and_trains(data_dir, tmp_path):
     assert torch.equal(trained[first], donor[first.replace("encoder.", "")])
 
 
+@pytest.mark.parametrize("patches, patch_scale", [("apart", 0.3), ("anywhere", 0.0)])
+def test_train_step_draws_its_patches_by_the_config(data_dir, tmp_path, monkeypatch,
+                                                    patches, patch_scale):
+    from torchstn.experiments.tasks import build_task
+    from torchstn.experiments.tasks import colocalization as coloc
+
+    enc = make_config(distortion="none", model="cnn", epochs=1, train_size=128,
+                      test_size=32, batch_size=64)
+    train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
+    cfg = make_config("colocalization", digit=4, images=6, encoder=str(tmp_path / "enc"),
+                      patches=patches, patch_scale=patch_scale)
+    task = build_task(cfg.task, data_dir=data_dir)
+    model = task.build_model()
+    seen = {}
+
+    def spy(params, *, crops=None, apart=True):
+        out = random_patches(params, crops=crops, apart=apart)
+        seen.update(params=params, crops=crops, apart=apart, out=out)
+        return out
+
+    monkeypatch.setattr(coloc, "random_patches", spy)
+    task.train_step(model, (torch.arange(6), 0.0))
+    assert seen["apart"] == (patches == "apart")
+    crop_scale = seen["crops"][:, 0].exp()
+    want = torch.full_like(crop_scale, patch_scale) if patch_scale else crop_scale
+    torch.testing.assert_close(seen["out"][:, 0].exp(), want)
+
+
 def test_fixed_scale_learns_the_position_only():
     model = CoLocalizer(1 / 3, fixed_scale=True)
     params = model.attention(torch.rand(4, 1, 84, 84))
@@ -96,7 +124,7 @@ def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, 
     train(enc, tmp_path / "enc", data_dir=data_dir, progress=False, figures=False)
     cfg = make_config("colocalization", digit=2, images=6, repeats=2, epochs=3, batch_size=3,
                       encoder=str(tmp_path / "enc"), init_scale=0.9, final_scale=0.5,
-                      shrink_epochs=2)
+                      shrink_epochs=2, patches="anywhere")
     from torchstn.experiments.tasks import build_task
 
     task = build_task(cfg.task, data_dir=data_dir)
@@ -132,6 +160,43 @@ def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, 
     assert all(side <= 0.5 + 1e-6 for side in sides[-1])  # the bound at the end
     with pytest.raises(ValueError, match="task.final_scale' must be between 0 and 1"):
         make_config("colocalization", final_scale=1.5).resolved()
+
+
+def _overlap(a, b):
+    """Shared area of pixel boxes (x0, y0, x1, y1), in float64."""
+    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    return w * h
+
+
+def test_random_patches_are_crop_sized_inside_the_canvas_and_apart_from_the_crop():
+    torch.manual_seed(0)
+    n = 400
+    side = 0.2  # half-side 0.2 of the canvas' half-width: a patch apart fits in 16 draws
+    params = torch.cat([torch.full((n, 1), side).log(), (torch.rand(n, 2) * 2 - 1) * 0.8], 1)
+    crop = crop_boxes(params)
+    for apart in (False, True):
+        patch = random_patches(params, apart=apart)
+        boxes = crop_boxes(patch)
+        torch.testing.assert_close(boxes[:, 2:] - boxes[:, :2], crop[:, 2:] - crop[:, :2])
+        assert boxes.min() >= -1e-9 and boxes.max() <= 84 + 1e-9
+        overlapping = (_overlap(boxes, crop) > 0).double().mean().item()
+        if apart:
+            assert overlapping == 0
+        else:  # uniform: about (0.8 / 1.6)^2 of them overlap a centred crop, fewer near edges
+            assert 0.1 < overlapping < 0.4
+    # Patches of another size than the crops (`patch_scale`): apart from the crop all the same.
+    small = torch.cat([torch.full((n, 1), 0.2).log(), torch.zeros(n, 2)], 1)
+    centred = torch.cat([torch.full((n, 1), 0.3).log(), torch.zeros(n, 2)], 1)
+    boxes = crop_boxes(random_patches(small, crops=centred))
+    torch.testing.assert_close(boxes[:, 2:] - boxes[:, :2], torch.full((n, 2), 0.4 * 42,
+                                                                       dtype=torch.float64))
+    assert _overlap(boxes, crop_boxes(centred)).max() == 0
+    # A crop as large as the canvas leaves no room: the least overlapping draw is kept.
+    big = torch.tensor([[0.999]]).log().expand(8, 1)
+    full = torch.cat([big, torch.zeros(8, 2)], 1)
+    torch.testing.assert_close(random_patches(full)[:, 1:], torch.zeros(8, 2), atol=2e-3,
+                               rtol=0)
 
 
 def test_prob_encoding_is_the_encoders_softmax():

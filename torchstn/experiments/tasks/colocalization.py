@@ -3,7 +3,8 @@
 An attention transformer (scale and translation) learns, without labels, to crop the one
 thing 100 images of a digit class have in common. The loss is the paper's triplet hinge:
 the encodings of the crops of two different images must be closer (squared distance) than
-the encodings of an image's crop and of a random patch of the same image, by a margin.
+the encodings of an image's crop and of a random patch of the same image, by a margin
+(the patch: as large as the crop or of a fixed side, anywhere or apart from the crop).
 The encoder is a CNN trained beforehand on MNIST classification (a finished run of the
 ``distorted-digits`` task, ``cnn`` model: on RTS digits, so that it knows digits at any
 scale and place, or on 28x28 digits), frozen; the loss compares its class probabilities
@@ -34,7 +35,8 @@ from ..data.mnist import shard_rows
 from ..engine.checkpoint import atomic_write_text
 from . import TASKS, Task
 
-__all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes", "encoder_side"]
+__all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes", "encoder_side",
+           "random_patches"]
 
 #: Images whose crops are recorded after every epoch (``tracks.json``, the figure).
 TRACKED = 6
@@ -69,6 +71,12 @@ class CoLocalizationConfig:
                                        "learnt freely from init_scale)", minimum=0)
     fixed_scale: bool = option(False, "keep the crop's side at init_scale (or on the "
                                       "shrink's bound): learn the position only")
+    patches: str = option("apart", "where the random patches (the loss's negatives) lie: "
+                                   "anywhere on the canvas, or apart from the image's "
+                                   "crop (the least overlapping of 16 draws)",
+                          choices=lambda: ("anywhere", "apart"))
+    patch_scale: float = option(0.0, "the random patches' side, as a fraction of the "
+                                     "canvas (0: as large as the image's crop)", minimum=0)
     data_seed: int = option(0, "seed of the canvases (positions, clutter)", minimum=0,
                             maximum=SEED_MAX)
 
@@ -87,6 +95,41 @@ def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
     t = params[:, 1:].double()
     lo, hi = (t - s[:, None] + 1) * size / 2, (t + s[:, None] + 1) * size / 2
     return torch.cat([lo, hi], 1)
+
+
+#: Draws per image of which :func:`random_patches` keeps the one least overlapping the crop.
+PATCH_DRAWS = 16
+
+
+def random_patches(params: torch.Tensor, *, crops: torch.Tensor | None = None,
+                   apart: bool = True) -> torch.Tensor:
+    """Attention parameters ``(N, 3)`` of random patches of the scales of ``params``
+    ``(N, 3)`` (their positions unused), inside the canvas: uniform, or (``apart``) the
+    draw of :data:`PATCH_DRAWS` that overlaps its image's crop least (``crops``, attention
+    parameters ``(N, 3)``; default ``params``).
+
+    Why apart: a patch that holds the digit looks like a crop that holds it, so patches
+    drawn anywhere reward crops that avoid the digit (the empty background is alike in
+    every image); large crops make such patches common, and the crops then collapse onto
+    an empty corner. Patches apart from the crop hold the digit only when the crop misses
+    it, which is what the loss should punish.
+    """
+    n = len(params)
+    crops = params if crops is None else crops
+    s = params[:, :1].exp()
+    draws = PATCH_DRAWS if apart else 1
+    t = (torch.rand(n, draws, 2, device=params.device) * 2 - 1) * (1 - s[:, :, None])
+    if apart:
+        # Overlap of each draw with the crop: the product over both axes of the shared
+        # extent, at most the smaller side (half-sides s and c, in canvas units).
+        s3, c3 = s[:, :, None], crops[:, :1].exp()[:, :, None]
+        shared = (s3 + c3 - (t - crops[:, None, 1:]).abs()).clamp(min=0)
+        shared = torch.minimum(shared, 2 * torch.minimum(s3, c3))
+        best = shared.prod(2).argmin(1)
+        t = t[torch.arange(n, device=params.device), best]
+    else:
+        t = t[:, 0]
+    return torch.cat([params[:, :1], t], 1)
 
 
 #: The encoder's input side (the crops' side) by the distortion it was trained on.
@@ -243,10 +286,14 @@ class CoLocalization(Task):
         e = inner.encode(crops)
         # Random patches of the same images, as large as each image's crop (so that
         # neither a tiny crop of the background nor a crop of the whole canvas, both alike
-        # in every image, can beat them), anywhere inside the canvas.
-        log_s = params[:, :1].detach().float()
-        t = (torch.rand(n, 2, device=x.device) * 2 - 1) * (1 - log_s.exp())
-        patch = torch.cat([log_s, t], 1)
+        # in every image, can beat them), inside the canvas.
+        params_p = params.detach().float()
+        if self.cfg.patch_scale > 0:
+            params_p = torch.cat([torch.full_like(params_p[:, :1],
+                                                  math.log(self.cfg.patch_scale)),
+                                  params_p[:, 1:]], 1)
+        patch = random_patches(params_p, crops=params.detach().float(),
+                               apart=self.cfg.patches == "apart")
         e_rand = inner.encode(warp(x, patch, "attention", out_size=(inner.side, inner.side)))
         # The paper's sum over every pair of different images n, m of the batch.
         close = torch.cdist(e, e).pow(2)  # (n, m)
