@@ -199,6 +199,22 @@ def test_random_patches_are_crop_sized_inside_the_canvas_and_apart_from_the_crop
                                rtol=0)
 
 
+def test_a_saturated_scale_gives_finite_parameters_and_gradients():
+    # A localisation net driven far out (scale logit -200: sigmoid is 0 in float32) must
+    # not turn the crop's log-scale into -inf and the gradients into NaN.
+    model = CoLocalizer(0.5, side=28, encoding="prob", bounded=True)
+    with torch.no_grad():
+        model.stn.head.weight.zero_()
+        model.stn.head.bias.copy_(torch.tensor([-200.0, 0.3, -0.2]))
+    x = torch.rand(3, 1, 84, 84, requires_grad=True)
+    crops, params = model(x, return_params=True)
+    want = -200.0 + torch.log(torch.tensor(0.5))  # logsigmoid(-200) + log(bound), float64
+    torch.testing.assert_close(params[:, 0], want.float().expand(3))
+    (crops.sum() + params.sum()).backward()
+    grads = [p.grad for p in model.stn.parameters() if p.grad is not None] + [x.grad]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_prob_encoding_is_the_encoders_softmax():
     model = CoLocalizer(0.5, side=42, encoding="prob")
     crops = torch.rand(3, 1, 42, 42)

@@ -197,10 +197,13 @@ class CoLocalizer(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.stn.parameters_of(x).float()
-        s = torch.sigmoid(raw[:, :1].detach() if self.fixed_scale else raw[:, :1])
+        # log s from logsigmoid: log(sigmoid(a)) is -inf, and its gradient NaN, once a
+        # saturated localisation net drives sigmoid(a) to 0 in float32 (a < -88 or so).
+        log_s = F.logsigmoid(raw[:, :1].detach() if self.fixed_scale else raw[:, :1])
         if self.bounded:
-            s = self.bound * s
-        return torch.cat([torch.log(s), torch.tanh(raw[:, 1:]) * (1 - s)], 1)
+            log_s = log_s + torch.log(self.bound)
+        s = log_s.exp()
+        return torch.cat([log_s, torch.tanh(raw[:, 1:]) * (1 - s)], 1)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.attention(x)
