@@ -92,15 +92,18 @@ def test_train_step_draws_its_patches_by_the_config(data_dir, tmp_path, monkeypa
     model = task.build_model()
     seen = {}
 
-    def spy(params, *, crops=None, apart=True):
-        out = random_patches(params, crops=crops, apart=apart)
-        seen.update(params=params, crops=crops, apart=apart, out=out)
+    def spy(params, *, crop_params=None, apart=True):
+        out = random_patches(params, crop_params=crop_params, apart=apart)
+        seen.update(crop_params=crop_params, apart=apart, out=out)
         return out
 
     monkeypatch.setattr(coloc, "random_patches", spy)
     task.train_step(model, (torch.arange(6), 0.0))
     assert seen["apart"] == (patches == "apart")
-    crop_scale = seen["crops"][:, 0].exp()
+    # Apart from the crops the step took (the crop's own parameters, not the patches').
+    torch.testing.assert_close(seen["crop_params"],
+                               model.attention(task._x(torch.arange(6))).detach())
+    crop_scale = seen["crop_params"][:, 0].exp()
     want = torch.full_like(crop_scale, patch_scale) if patch_scale else crop_scale
     torch.testing.assert_close(seen["out"][:, 0].exp(), want)
 
@@ -160,6 +163,9 @@ def test_the_crop_bound_shrinks_over_training_and_the_crops_follow_it(data_dir, 
     assert all(side <= 0.5 + 1e-6 for side in sides[-1])  # the bound at the end
     with pytest.raises(ValueError, match="task.final_scale' must be between 0 and 1"):
         make_config("colocalization", final_scale=1.5).resolved()
+    with pytest.raises(ValueError, match=r"task.patch_scale' must be 0 \(as large as the crop\) "
+                                         r"or between 0 and 1 .*got 1.0"):
+        make_config("colocalization", patch_scale=1.0).resolved()
 
 
 def _overlap(a, b):
@@ -188,15 +194,22 @@ def test_random_patches_are_crop_sized_inside_the_canvas_and_apart_from_the_crop
     # Patches of another size than the crops (`patch_scale`): apart from the crop all the same.
     small = torch.cat([torch.full((n, 1), 0.2).log(), torch.zeros(n, 2)], 1)
     centred = torch.cat([torch.full((n, 1), 0.3).log(), torch.zeros(n, 2)], 1)
-    boxes = crop_boxes(random_patches(small, crops=centred))
+    boxes = crop_boxes(random_patches(small, crop_params=centred))
     torch.testing.assert_close(boxes[:, 2:] - boxes[:, :2], torch.full((n, 2), 0.4 * 42,
                                                                        dtype=torch.float64))
     assert _overlap(boxes, crop_boxes(centred)).max() == 0
-    # A crop as large as the canvas leaves no room: the least overlapping draw is kept.
-    big = torch.tensor([[0.999]]).log().expand(8, 1)
-    full = torch.cat([big, torch.zeros(8, 2)], 1)
-    torch.testing.assert_close(random_patches(full)[:, 1:], torch.zeros(8, 2), atol=2e-3,
-                               rtol=0)
+    # A centred crop of 0.6 leaves no room for a patch of 0.5 apart from it: every patch
+    # overlaps, and the least overlapping of the draws is kept. Uniform patches overlap by
+    # 0.706 of a patch's area on average (E[min(1, 1.1 - |t|)]^2 for t uniform in
+    # [-0.5, 0.5], integrated in float64), the best of 16 draws by far less; none by less
+    # than 0.36 (in a corner: 0.6 of the side each way).
+    big = torch.cat([torch.full((n, 1), 0.6).log(), torch.zeros(n, 2)], 1)
+    half = torch.cat([torch.full((n, 1), 0.5).log(), torch.zeros(n, 2)], 1)
+    area = 42.0**2
+    share = {apart: _overlap(crop_boxes(random_patches(half, crop_params=big, apart=apart)),
+                             crop_boxes(big)) / area for apart in (False, True)}
+    assert share[False].mean().item() == pytest.approx(0.706, abs=0.02)
+    assert share[True].min() >= 0.36 - 1e-6 and share[True].mean() < 0.5
 
 
 def test_a_saturated_scale_gives_finite_parameters_and_gradients():
@@ -208,7 +221,7 @@ def test_a_saturated_scale_gives_finite_parameters_and_gradients():
         model.stn.head.bias.copy_(torch.tensor([-200.0, 0.3, -0.2]))
     x = torch.rand(3, 1, 84, 84, requires_grad=True)
     crops, params = model(x, return_params=True)
-    want = -200.0 + torch.log(torch.tensor(0.5))  # logsigmoid(-200) + log(bound), float64
+    want = -200.0 + torch.log(torch.tensor(0.5))  # logsigmoid(-200) + log(bound)
     torch.testing.assert_close(params[:, 0], want.float().expand(3))
     (crops.sum() + params.sum()).backward()
     grads = [p.grad for p in model.stn.parameters() if p.grad is not None] + [x.grad]

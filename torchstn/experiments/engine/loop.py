@@ -58,7 +58,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 # Where a run trains is not part of its recipe: a run started on a GPU may be resumed (or
 # counted in a table) on the CPU and back; each epoch's device is in the history.
-_WHERE = {"train.device"}
+_NOT_RECIPE = {"train.device"}
 
 
 def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
@@ -72,7 +72,7 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     given = _flat(config_to_dict(cfg))
     before = _flat(config_to_dict(config_from_dict(saved, f"{out}/{CHECKPOINT} config")))
     diff = {k: (before.get(k), given.get(k)) for k in sorted(set(before) | set(given))
-            if before.get(k) != given.get(k) and k not in _WHERE}
+            if before.get(k) != given.get(k) and k not in _NOT_RECIPE}
     if diff:
         shown = ", ".join(f"{k}: {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
         raise ValueError(f"{out} holds a run with a different configuration ({shown}): give "

@@ -7,6 +7,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -15,6 +16,9 @@ from torchstn.modules import find_transformers
 from ..config import RunConfig, make_config
 from ..engine import atomic_write_text, is_primary_process, train
 from ..engine.loop import _check_resumable
+
+if TYPE_CHECKING:
+    from ..tasks.colocalization import CoLocalizationConfig
 
 __all__ = ["ADDITION_ROWS", "COLOC_RECIPE", "PAPER_COLOC", "coloc_base", "coloc_cell",
            "coloc_markdown", "run_colocalization",
@@ -389,7 +393,7 @@ def coloc_markdown(root: Path, variants, digits, seeds: int, base: RunConfig) ->
     return "\n".join(lines) + "\n" + note
 
 
-def _patch_words(c) -> str:
+def _patch_words(c: CoLocalizationConfig) -> str:
     size = (f"of side {c.patch_scale:g} of the canvas" if c.patch_scale > 0
             else "as large as the crop")
     return f"{size}, {'apart from the crop' if c.patches == 'apart' else 'anywhere'}"

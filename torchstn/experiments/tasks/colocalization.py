@@ -38,6 +38,10 @@ from . import TASKS, Task
 __all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes", "encoder_side",
            "random_patches"]
 
+#: Draws per image of which :func:`random_patches` keeps the one least overlapping the crop.
+PATCH_DRAWS = 16
+
+
 #: Images whose crops are recorded after every epoch (``tracks.json``, the figure).
 TRACKED = 6
 
@@ -71,9 +75,10 @@ class CoLocalizationConfig:
                                        "learnt freely from init_scale)", minimum=0)
     fixed_scale: bool = option(False, "keep the crop's side at init_scale (or on the "
                                       "shrink's bound): learn the position only")
-    patches: str = option("apart", "where the random patches (the loss's negatives) lie: "
-                                   "anywhere on the canvas, or apart from the image's "
-                                   "crop (the least overlapping of 16 draws)",
+    patches: str = option("anywhere", "where the random patches (the loss's negatives) "
+                                      "lie: anywhere on the canvas, or apart from the "
+                                      "image's crop (the least overlapping of "
+                                      f"{PATCH_DRAWS} draws)",
                           choices=lambda: ("anywhere", "apart"))
     patch_scale: float = option(0.0, "the random patches' side, as a fraction of the "
                                      "canvas (0: as large as the image's crop)", minimum=0)
@@ -86,6 +91,10 @@ class CoLocalizationConfig:
             if not 0 < value < 1:
                 raise ValueError(f"config key 'task.{key}' must be between 0 and 1 (the "
                                  f"crop's side over the canvas'), got {value!r}")
+        if not 0 <= self.patch_scale < 1:
+            raise ValueError("config key 'task.patch_scale' must be 0 (as large as the crop) "
+                             "or between 0 and 1 (the patch's side over the canvas'), got "
+                             f"{self.patch_scale!r}")
 
 
 def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
@@ -97,16 +106,12 @@ def crop_boxes(params: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
     return torch.cat([lo, hi], 1)
 
 
-#: Draws per image of which :func:`random_patches` keeps the one least overlapping the crop.
-PATCH_DRAWS = 16
-
-
-def random_patches(params: torch.Tensor, *, crops: torch.Tensor | None = None,
+def random_patches(params: torch.Tensor, *, crop_params: torch.Tensor | None = None,
                    apart: bool = True) -> torch.Tensor:
     """Attention parameters ``(N, 3)`` of random patches of the scales of ``params``
     ``(N, 3)`` (their positions unused), inside the canvas: uniform, or (``apart``) the
-    draw of :data:`PATCH_DRAWS` that overlaps its image's crop least (``crops``, attention
-    parameters ``(N, 3)``; default ``params``).
+    draw of :data:`PATCH_DRAWS` that overlaps its image's crop least (the crop's attention
+    parameters ``crop_params`` ``(N, 3)``; default ``params``).
 
     Why apart: a patch that holds the digit looks like a crop that holds it, so patches
     drawn anywhere reward crops that avoid the digit (the empty background is alike in
@@ -115,7 +120,7 @@ def random_patches(params: torch.Tensor, *, crops: torch.Tensor | None = None,
     it, which is what the loss should punish.
     """
     n = len(params)
-    crops = params if crops is None else crops
+    crops = params if crop_params is None else crop_params
     s = params[:, :1].exp()
     draws = PATCH_DRAWS if apart else 1
     t = (torch.rand(n, draws, 2, device=params.device) * 2 - 1) * (1 - s[:, :, None])
@@ -287,15 +292,16 @@ class CoLocalization(Task):
         inner.bound.fill_(self.crop_bound(progress))
         crops, params = model(x, return_params=True)  # through DDP's forward, if wrapped
         e = inner.encode(crops)
-        # Random patches of the same images, as large as each image's crop (so that
-        # neither a tiny crop of the background nor a crop of the whole canvas, both alike
-        # in every image, can beat them), inside the canvas.
+        # Random patches of the same images, inside the canvas: as large as each image's
+        # crop (so that neither a tiny crop of the background nor a crop of the whole
+        # canvas, both alike in every image, can beat them), or of the side patch_scale;
+        # anywhere, or apart from the crop (random_patches says why).
         params_p = params.detach().float()
         if self.cfg.patch_scale > 0:
             params_p = torch.cat([torch.full_like(params_p[:, :1],
                                                   math.log(self.cfg.patch_scale)),
                                   params_p[:, 1:]], 1)
-        patch = random_patches(params_p, crops=params.detach().float(),
+        patch = random_patches(params_p, crop_params=params.detach().float(),
                                apart=self.cfg.patches == "apart")
         e_rand = inner.encode(warp(x, patch, "attention", out_size=(inner.side, inner.side)))
         # The paper's sum over every pair of different images n, m of the batch.
