@@ -157,33 +157,30 @@ def _reproduce(args: argparse.Namespace) -> int:
     from .reports import reproduce as rep
 
     _threads(args)
-    if args.experiment == "table1":
-        base = _config(args, "distorted-digits", rep.TABLE1_RECIPE).resolved()
-        _prepare_data(args, base)
-        table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
-                               seeds=args.seeds, base=base, data_dir=args.data_dir,
-                               progress=not args.no_progress)
-    elif args.experiment == "colocalization":
-        base = _config(args, "colocalization", rep.COLOC_RECIPE).resolved()
-        _prepare_data(args, base)
-        table = rep.run_colocalization(args.out, variants=args.variants, digits=args.digits,
-                                       seeds=args.seeds, base=base, data_dir=args.data_dir,
-                                       progress=not args.no_progress)
-    elif args.experiment in ("house-numbers", "svhn"):
+    name = args.experiment
+    if name in ("house-numbers", "svhn"):
         from .reports import house_numbers as hn
 
-        exp = hn.HOUSE_EXPERIMENTS[args.experiment]
-        base = _config(args, exp["task"], exp["recipe"]).resolved()
-        _prepare_data(args, base)
-        table = hn.run_house_numbers(args.experiment, args.out, models=args.models,
-                                     sizes=args.sizes, seeds=args.seeds, base=base,
-                                     data_dir=args.data_dir, progress=not args.no_progress)
+        task, recipe = hn.HOUSE_EXPERIMENTS[name]["task"], hn.HOUSE_EXPERIMENTS[name]["recipe"]
     else:
-        task = rep.EXPERIMENTS[args.experiment].task
-        base = _config(args, task, rep.experiment_recipe(args.experiment)).resolved()
-        _prepare_data(args, base)
-        table = rep.run_rows(args.experiment, args.out, models=args.models, seeds=args.seeds,
-                             base=base, data_dir=args.data_dir, progress=not args.no_progress)
+        task, recipe = {"table1": ("distorted-digits", rep.TABLE1_RECIPE),
+                        "colocalization": ("colocalization", rep.COLOC_RECIPE)}.get(name) or (
+            rep.EXPERIMENTS[name].task, rep.experiment_recipe(name))
+    base = _config(args, task, recipe).resolved()
+    _prepare_data(args, base)
+    common = dict(seeds=args.seeds, base=base, data_dir=args.data_dir,
+                  progress=not args.no_progress)
+    if name == "table1":
+        table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
+                               **common)
+    elif name == "colocalization":
+        table = rep.run_colocalization(args.out, variants=args.variants, digits=args.digits,
+                                       **common)
+    elif name in ("house-numbers", "svhn"):
+        table = hn.run_house_numbers(name, args.out, models=args.models, sizes=args.sizes,
+                                     **common)
+    else:
+        table = rep.run_rows(name, args.out, models=args.models, **common)
     if is_primary_process():
         print(table)
         print(f"wrote {args.out}/{args.experiment}.md")
