@@ -73,10 +73,11 @@ def house_markdown(name: str, root: Path, models, sizes, seeds: int, base: RunCo
             "SVHN" + (" train + extra" if task.extra else " train"))
     note = (f"\n% sequence error (a number counts as right only if every digit and its "
             f"length are), {seeds_phrase(seeds)}. Ours: {data}; width "
-            f"{task.width:g} of the paper's; {t.epochs} epochs, batch {t.batch_size}, "
-            f"{o.optimizer} (lr {o.lr:g}, localisation nets at {o.loc_lr_mult:g}x), "
+            f"{task.width:g} of the paper's, dropout {task.dropout:g}; {t.epochs} epochs, "
+            f"batch {t.batch_size}, {o.optimizer} (lr {o.lr:g}, localisation nets at "
+            f"{o.loc_lr_mult:g}x), "
             f"{base.schedule.schedule} schedule, {t.precision}. Paper: SVHN train + extra, "
-            f"full width.\n")
+            f"full width, dropout 0.5.\n")
     return "\n".join(lines) + "\n" + note
 
 
