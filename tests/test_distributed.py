@@ -21,9 +21,9 @@ RUN = ["--distortion", "rts", "--model", "st-cnn-affine", "--train-size", "501",
        "--test-size", "100", "--batch-size", "128", "--seed", "7", "--no-progress"]
 
 
-def _torchrun(out, data_dir, *extra, procs=2):
+def _torchrun(out, data_dir, *extra, procs=2, run=RUN):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={procs}", "-m", "torchstn", "train", *RUN, "--out", str(out),
+           f"--nproc-per-node={procs}", "-m", "torchstn", "train", *run, "--out", str(out),
            "--data-dir", str(data_dir), *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,8 +35,8 @@ def _weights(out):
             if k.startswith("model.")}
 
 
-def _single(out, data_dir, *extra):
-    cmd = [sys.executable, "-m", "torchstn", "train", *RUN, "--threads", "1", "--out",
+def _single(out, data_dir, *extra, run=RUN):
+    cmd = [sys.executable, "-m", "torchstn", "train", *run, "--threads", "1", "--out",
            str(out), "--data-dir", str(data_dir), *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -74,6 +74,27 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
         "checkpoint.safetensors", "config.json", "curves.png", "metrics.csv", "metrics.json",
         "transformer.png"]
+
+
+def test_two_processes_train_house_numbers_as_one_process_does(data_dir, tmp_path):
+    """The sequence task under torchrun (what `reproduce svhn` runs on many GPUs): each
+    rank renders and crops its shard of every batch of numbers (the last, 23, splits 11 /
+    12); SGD, no dropout (each
+    rank would draw its own masks), the same weights up to the all-reduce's rounding."""
+    run = ["--task", "house-numbers", "--model", "st-cnn-multi", "--width", "0.1",
+           "--dropout", "0", "--train-size", "75", "--test-size", "30", "--batch-size",
+           "26", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.01", "--seed", "3",
+           "--no-progress"]
+    one = _single(tmp_path / "one", data_dir, run=run)
+    two = _torchrun(tmp_path / "two", data_dir, run=run)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
+    assert two["test_error"] == one["test_error"]
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-5)
+    assert two["history"][0]["train_loss"] == pytest.approx(
+        one["history"][0]["train_loss"], rel=1e-5)
 
 
 def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_dir, tmp_path):
