@@ -225,21 +225,27 @@ def _outline(points: int = 16) -> torch.Tensor:
 
 
 @torch.no_grad()
-def input_regions(records: list[dict]) -> list[torch.Tensor]:
-    """Where each of a chain of affine transformers reads the model's input: the outline
-    of its output, mapped back through it and every transformer before it, in the input's
-    normalised coordinates, ``(N, P, 2)`` per transformer. Layers between transformers
-    (convolutions, pooling) keep the normalised frame, so the maps compose."""
-    regions, composed = [], None
+def composed_maps(records: list[dict]) -> list[torch.Tensor]:
+    """For a chain of affine transformers, the map from each one's output coordinates to
+    the model's input (its own composed with every transformer's before it), ``(N, 3, 3)``
+    float64 in normalised coordinates. Layers between transformers (convolutions,
+    pooling) keep the normalised frame, so the maps compose."""
+    maps, composed = [], None
     for rec in records:
         theta = rec["module"].parameters_of(rec["input"]).double().reshape(-1, 2, 3)
         m = torch.zeros(len(theta), 3, 3, dtype=torch.float64)
         m[:, :2] = theta
         m[:, 2, 2] = 1
         composed = m if composed is None else composed @ m
-        pts = torch.cat([_outline(), torch.ones(4 * 16, 1, dtype=torch.float64)], 1)
-        regions.append((composed @ pts.T).transpose(1, 2)[..., :2])
-    return regions
+        maps.append(composed)
+    return maps
+
+
+def input_regions(records: list[dict]) -> list[torch.Tensor]:
+    """Where each of a chain of affine transformers reads the model's input: the outline
+    of its output mapped back by :func:`composed_maps`, ``(N, P, 2)`` per transformer."""
+    pts = torch.cat([_outline(), torch.ones(4 * 16, 1, dtype=torch.float64)], 1)
+    return [(m @ pts.T).transpose(1, 2)[..., :2] for m in composed_maps(records)]
 
 
 def house_numbers_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
