@@ -27,8 +27,8 @@ _LABELS = {"cnn": "CNN", "st-cnn-single": "ST-CNN Single", "st-cnn-multi": "ST-C
 
 # The recipe, chosen on a validation split of the synthetic set (docs/house_numbers.md):
 # Adam at 1e-3 (2e-3 learnt slower), divided by 10 after 60% and 85% of the epochs. fp32:
-# on this project's 2-core CPU, bfloat16 autocast ran these models at a fifth of the fp32
-# speed (5x5 convolutions of few channels; the Table 1 models gained).
+# on this project's 2-core CPU, bfloat16 autocast ran these models 1.6x (CNN) to 2.5x
+# (Multi) slower than fp32 (5x5 convolutions of few channels; the Table 1 models gained).
 _COMMON = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, loc_lr_mult=0.1,
                precision="fp32", batch_size=128, schedule="step")
 HOUSE_EXPERIMENTS = {
