@@ -1,7 +1,13 @@
 """Training throughput of every model in float32 and in bfloat16 autocast + channels-last,
 side by side, and whether the data pipeline keeps up.
 
-Usage: python benchmarks/bench_train.py [--data-dir D] [--steps 10] [--threads T]
+Usage: python benchmarks/bench_train.py [--suite table1|house] [--data-dir D] [--steps 10]
+[--threads T]
+
+``--suite house`` times the house-number models (Table 2) at both crop sizes on batches of
+128, in fp32, fp32 + channels-last and bf16 + channels-last, with ST-CNN Single and Multi
+also sampling a smaller first output (``st_size``). Every table is headed by the CPU's
+model and its bfloat16-related flags: bf16 is native only with AVX-512 BF16 or AMX.
 
 For each distortion's input size and each model it times full training steps (forward,
 backward, Adam step) on batches of 256, the two precisions taking turns step by step
@@ -15,16 +21,36 @@ the training process, so it adds to the step time).
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from torchstn.experiments.data.mnist import DistortedMNIST
 from torchstn.experiments.engine import count_parameters
-from torchstn.experiments.engine.loop import autocast
-from torchstn.experiments.models import build_model, list_models
+from torchstn.experiments.engine.loop import autocast, native_bf16
+from torchstn.experiments.models import build_house_model, build_model, list_models
+
+_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+
+
+def cpu_line() -> str:
+    """The CPU's model name and which of the flags that matter for bf16 it has."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    has = ", ".join(f for f in _FLAGS if f in flags) or "none of " + ", ".join(_FLAGS)
+    return (f"CPU: {model}; flags: {has}; native bf16: "
+            f"{'yes' if native_bf16('cpu') else 'no (emulated)'}")
 
 
 def _median_time(fn, steps: int) -> float:
@@ -50,19 +76,79 @@ def _side_by_side(fns, steps: int) -> list[float]:
     return [statistics.median(ts) for ts in times]
 
 
+#: (crop px, model, st_size) cells of the house-number suite.
+HOUSE_CELLS = [(64, "cnn", None), (64, "st-cnn-single", None), (64, "st-cnn-multi", None),
+               (128, "cnn", None), (128, "st-cnn-single", None), (128, "st-cnn-single", 54),
+               (128, "st-cnn-multi", None), (128, "st-cnn-multi", 54)]
+
+
+def house_suite(args) -> None:
+    """The house-number models: numbers/s in three precisions, and the data's share."""
+    from torchstn.experiments.data.house_numbers import HouseNumbers
+    from torchstn.experiments.tasks.house_numbers import _crop_of, sequence_loss
+
+    batch = 128
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
+          f"width {args.width:g}, median of {args.steps} steps\n{cpu_line()}\n")
+    print("| size | model | st_size | params | fp32 num/s | fp32 + CL num/s | "
+          "bf16 + CL num/s | data ms/batch | fp32 epoch (50k) s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    cache = {}
+    for size, name, st_size in HOUSE_CELLS:
+        if args.models and name not in args.models:
+            continue
+        variant = "tight" if size == 64 else "loose"
+        crop = _crop_of(size)
+        if variant not in cache:
+            data = HouseNumbers(variant, data_dir=args.data_dir, train_size=batch * 8,
+                                test_size=batch)
+            batches = iter(data.train_batches(0, batch, crop=crop))
+            data_t = _median_time(lambda: next(batches), min(args.steps, 6))
+            cache[variant] = (next(data.train_batches(1, batch, crop=crop)), data_t)
+        (x, y), data_t = cache[variant]
+        steps = []
+        for precision, cl in (("fp32", False), ("fp32", True), ("bf16", True)):
+            torch.manual_seed(0)
+            model = build_house_model(name, crop, in_channels=1, width=args.width,
+                                      dropout=0.0, st_size=st_size)
+            if cl:
+                model = model.to(memory_format=torch.channels_last)
+            opt = torch.optim.Adam(model.parameters(), 1e-3)
+            xin = x.contiguous(memory_format=torch.channels_last) if cl else x
+
+            def step(model=model, opt=opt, precision=precision, xin=xin):
+                with autocast(precision, xin.device):
+                    loss = sequence_loss(model(xin), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            steps.append(step)
+        times = _side_by_side(steps, args.steps)
+        rates = " | ".join(f"{batch / t:,.0f}" for t in times)
+        print(f"| {size} | {name} | {st_size or '-'} | {count_parameters(model):,} | {rates} | "
+              f"{1000 * data_t:.1f} | {(times[0] + data_t) * 50000 / batch:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=["table1", "house"], default="table1")
     parser.add_argument("--data-dir", default="../shared/datasets")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--distortions", nargs="+", default=["r", "rts", "tc"])
-    parser.add_argument("--models", nargs="+", default=list_models())
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--width", type=float, default=0.25, help="house suite: model width")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.suite == "house":
+        house_suite(args)
+        return
+    args.models = args.models or list_models()
     batch = 256
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
-          f"median of {args.steps} steps\n")
+          f"median of {args.steps} steps\n{cpu_line()}\n")
     print("| distortion | model | params | fp32 img/s | bf16 + channels-last img/s | ratio | "
           "fp32 epoch (60k) s | data ms/batch | data % |")
     print("|---|---|---|---|---|---|---|---|---|")

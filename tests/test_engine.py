@@ -429,3 +429,66 @@ def test_metrics_csv_holds_every_key_of_a_resumed_history(tmp_path):
     loop._write_metrics(tmp_path, _Task(), history, 10, ["test_error"])
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines == ["epoch,test_error,seconds,st1_inside", "1,5.0,1.0,", "2,4.0,1.0,97.5"]
+
+
+def test_precision_auto_takes_bf16_only_where_native(data_dir, tmp_path, monkeypatch):
+    import torchstn.experiments.engine.loop as loop
+
+    for native, want in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)
+        assert loop.native_bf16("cpu") is native
+        assert loop.resolve_precision("auto", torch.device("cpu")) == want
+        assert loop.resolve_precision("fp32", "cpu") == "fp32"
+        assert loop.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision must be fp32, bf16 or auto, got 'fp16'"):
+        loop.resolve_precision("fp16", "cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    cfg = make_config(**{**TINY, "epochs": 1, "precision": "auto"})
+    assert cfg.resolved().train.channels_last is None  # decided with the precision
+    metrics = train(cfg, tmp_path / "auto", data_dir=data_dir, progress=False, figures=False)
+    assert metrics["history"][-1]["precision"] == "fp32"
+    # A bf16 or fp32 run is one of auto's runs (it counts in auto's tables) ...
+    from torchstn.experiments.reports.reproduce import finished_runs
+
+    (tmp_path / "grid").mkdir()
+    train(make_config(**{**TINY, "epochs": 1, "precision": "bf16"}), tmp_path / "grid" / "seed0",
+          data_dir=data_dir, progress=False, figures=False)
+    assert len(finished_runs(tmp_path / "grid", 1, cfg.resolved())) == 1
+    # ... but a fixed precision is part of the recipe.
+    fp32 = make_config(**{**TINY, "epochs": 1, "precision": "fp32"}).resolved()
+    assert finished_runs(tmp_path / "grid", 1, fp32) == []
+
+
+def test_eval_scores_in_the_trained_precision_unless_told(data_dir, tmp_path, capsys):
+    from torchstn.experiments.cli import main
+
+    train(make_config(**{**TINY, "epochs": 1, "precision": "bf16"}), tmp_path, data_dir=data_dir,
+          progress=False, figures=False)
+    assert main(["eval", str(tmp_path), "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "scored in bf16; trained in bf16" in out
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["test_error"]
+    assert f"error {recorded:.4f}" in out.split("(recorded")[0]
+    assert main(["eval", str(tmp_path), "--data-dir", str(data_dir), "--precision",
+                 "fp32"]) == 0
+    assert "scored in fp32; trained in bf16" in capsys.readouterr().out
+
+
+def test_a_stripped_checkpoint_evaluates_but_does_not_train_on(data_dir, tmp_path):
+    from torchstn.experiments.engine.checkpoint import has_optimizer_state, strip_optimizer
+
+    cfg = make_config(**{**TINY, "epochs": 1})
+    metrics = train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    before = ckpt.stat().st_size
+    assert has_optimizer_state(ckpt)
+    saved = strip_optimizer(ckpt)
+    assert saved > 0 and ckpt.stat().st_size == before - saved
+    assert not has_optimizer_state(ckpt) and strip_optimizer(ckpt) == 0
+    _, task, model, meta = load_run(tmp_path, data_dir=data_dir)
+    assert meta["weights_only"] and meta["history"] == metrics["history"]
+    assert evaluate(task, model)["test_error"] == pytest.approx(metrics["test_error"], abs=1e-9)
+    with pytest.raises(ValueError, match="holds weights only .* stripped when the run finished "
+                                         "at epoch 1"):
+        train(make_config(**{**TINY, "epochs": 2}), tmp_path, data_dir=data_dir, resume=True,
+              progress=False, figures=False)

@@ -224,13 +224,24 @@ def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_
 
     base = hn.house_base("house-numbers", epochs=1, train_size=64, test_size=40, width=0.05,
                          batch_size=32)
-    assert base.optim.loc_lr_mult == 0.1 and base.train.precision == "fp32"
+    assert base.optim.loc_lr_mult == 1.0 and base.train.precision == "auto"
+    assert hn.house_cell(base, 128, "st-cnn-multi").task.st_size == hn.LOOSE_ST_SIZE == 54
+    assert hn.house_cell(base, 64, "st-cnn-multi").task.st_size is None
+    assert hn.house_cell(base, 128, "cnn").task.st_size is None
     table = hn.run_house_numbers("house-numbers", tmp_path, models=["cnn", "st-cnn-single"],
                                  sizes=[64], base=base, data_dir=data_dir, progress=False)
     ours = json.loads((tmp_path / "64" / "st-cnn-single" / "seed0" / "metrics.json")
                       .read_text())
     assert f"| ST-CNN Single | {ours['test_error']:.2f} | 3.7 |" in table
     assert (tmp_path / "house-numbers.md").read_text() == table
+    # A finished grid run keeps its weights, not Adam's moments, and still evaluates.
+    from torchstn.experiments.engine import evaluate, load_run
+    from torchstn.experiments.engine.checkpoint import has_optimizer_state
+
+    run = tmp_path / "64" / "st-cnn-single" / "seed0"
+    assert not has_optimizer_state(run / "checkpoint.safetensors")
+    _, task, model, _ = load_run(run, data_dir=data_dir)
+    assert evaluate(task, model)["test_error"] == pytest.approx(ours["test_error"], abs=1e-9)
     calls = []
     monkeypatch.setattr(rep, "train", lambda *a, **k: calls.append(a))
     hn.run_house_numbers("house-numbers", tmp_path, models=["cnn", "st-cnn-single"],
@@ -284,3 +295,47 @@ def test_the_models_command_lists_the_house_number_models(capsys):
     out = capsys.readouterr().out
     full = sum(p.numel() for p in build_house_model("st-cnn-multi", 54).parameters())
     assert f"st-cnn-multi{full:>20,}" in out
+
+
+def test_a_first_transformer_may_sample_a_smaller_output(data_dir, tmp_path):
+    """``st_size`` 54 at 128 px: at the identity the transformer samples the centre of each
+    2x2 block of the 108x108 crop, an exact 2x2 average; the classifier then computes what
+    the CNN computes on that average."""
+    torch.manual_seed(0)
+    for name in ("st-cnn-single", "st-cnn-multi"):
+        model = build_house_model(name, 108, in_channels=1, width=0.1, st_size=54).eval()
+        stn = find_transformers(model)[0]
+        assert tuple(stn.out_size) == (54, 54)
+        x = torch.rand(3, 1, 108, 108)
+        with torch.no_grad():
+            torch.testing.assert_close(stn(x), F.avg_pool2d(x, 2), rtol=0, atol=1e-6)
+            assert model(x).shape == (3, HOUSE_OUTPUTS)
+        # A 54x54 CNN's classifier fits behind it: same weights, same logits.
+        cnn = build_house_model("cnn", 54, in_channels=1, width=0.1).eval()
+        if name == "st-cnn-single":
+            layers = [m for m in model.net if m is not stn]
+            with torch.no_grad():
+                for a, b in zip([m for m in layers if isinstance(m, (torch.nn.Conv2d,
+                                                                        torch.nn.Linear))],
+                                [m for m in cnn.modules() if isinstance(m, (torch.nn.Conv2d,
+                                                                               torch.nn.Linear))]):
+                    b.weight.copy_(a.weight)
+                    b.bias.copy_(a.bias)
+                torch.testing.assert_close(model(x), cnn(F.avg_pool2d(x, 2)), rtol=1e-4,
+                                           atol=1e-5)
+    for bad, match in ((15, "st_size must be an int from 16 to the input's side 108, got 15"),
+                       (109, "got 109"), (54.0, "got 54.0")):
+        with pytest.raises(ValueError, match=match):
+            build_house_model("st-cnn-single", 108, st_size=bad)
+    with pytest.raises(ValueError, match="st_size needs a transformer"):
+        build_house_model("cnn", 108, st_size=54)
+    with pytest.raises(ValueError, match=r"task.st_size must be left unset for model 'cnn'"):
+        make_config(task="house-numbers", model="cnn", st_size=54).resolved()
+    with pytest.raises(ValueError, match=r"task.st_size must be at most the crop's side 54, "
+                                         r"got 60"):
+        make_config(task="house-numbers", model="st-cnn-single", st_size=60).resolved()
+    cfg = make_config(task="house-numbers", variant="loose", model="st-cnn-single",
+                      st_size=54, width=0.05, train_size=32, test_size=20, epochs=1,
+                      batch_size=32)
+    metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
+    assert metrics["input"] == 108 and metrics["st_size"] == 54

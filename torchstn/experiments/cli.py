@@ -20,7 +20,7 @@ _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
 # validation split).
 _CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
 # ... and in the house-number grids, the crop size (64 / 128) too.
-_HOUSE_CELL_FIELDS = _CELL_FIELDS | {"variant", "size"}
+_HOUSE_CELL_FIELDS = _CELL_FIELDS | {"variant", "size", "st_size"}
 # ... and in the co-localisation grid, the digit and the variant (clutter).
 _COLOC_CELL_FIELDS = {"task", "seed", "digit", "clutter"}
 
@@ -98,16 +98,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .engine import evaluate, load_run
+    from .engine import evaluate, load_run, resolve_precision
 
     cfg, task, model, meta = load_run(args.run, data_dir=args.data_dir, device=args.device)
     _prepare_data(args, cfg)
-    metrics = evaluate(task, model, precision=cfg.train.precision)
     stored = meta["history"][-1]
+    precision = args.precision
+    if precision == "trained":
+        # Runs before 0.2 record no precision per epoch: their config's is the one.
+        precision = stored.get("precision", cfg.train.precision)
+    precision = resolve_precision(precision, task.device)
+    metrics = evaluate(task, model, precision=precision)
     shown = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in metrics.items())
     before = ", ".join(f"{stored[k]:.4f}" for k in metrics if k in stored)
-    print(f"{task.describe()} (epoch {meta['epoch']}): test {shown} (recorded at training "
-          f"time: {before})")
+    trained = stored.get("precision", cfg.train.precision)
+    print(f"{task.describe()} (epoch {meta['epoch']}, scored in {precision}; trained in "
+          f"{trained}): test {shown} (recorded at training time: {before})")
     return 0
 
 
@@ -289,6 +295,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("run", help="run folder written by torchstn train")
         if name == "eval":
             p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+            p.add_argument("--precision", default="trained",
+                           choices=["trained", "fp32", "bf16", "auto"],
+                           help="precision to score in (default: the one the run's last "
+                                "epoch trained in; auto: bf16 where native)")
         _add_data_args(p)
         p.set_defaults(func=func)
 

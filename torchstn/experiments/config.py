@@ -34,12 +34,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["SEED_MAX", "OptimConfig", "RunConfig", "ScheduleConfig", "TrainConfig",
+__all__ = ["PRECISIONS", "SEED_MAX", "OptimConfig", "RunConfig", "ScheduleConfig", "TrainConfig",
            "add_config_flags", "check_not_legacy", "config_fields", "config_from_dict",
            "config_to_dict", "config_to_toml", "flat_overrides", "load_config_file",
            "make_config", "option"]
 
 SECTIONS = ("task", "train", "optim", "schedule")
+#: ``train.precision`` values; ``auto`` is resolved per machine when a run trains.
+PRECISIONS = ("fp32", "bf16", "auto")
 SEED_MAX = 2**31 - 1
 _SUPPORTED = "int, float, str, bool, list[int], list[float], list[str] (or X | None)"
 
@@ -85,11 +87,14 @@ class TrainConfig:
                        minimum=0, maximum=SEED_MAX)
     device: str = option("cpu", "cpu, cuda or cuda:N (under torchrun each rank takes "
                                 "cuda:LOCAL_RANK)")
-    precision: str = option("fp32", "fp32, or bf16: bfloat16 autocast in training and "
-                                    "scoring (the warps keep float32)",
-                            choices=lambda: ["fp32", "bf16"])
+    precision: str = option("fp32", "fp32; bf16: bfloat16 autocast in training and "
+                                    "scoring (the warps keep float32); auto: bf16 on CUDA "
+                                    "and on CPUs with native bfloat16, fp32 elsewhere (each "
+                                    "epoch records which)",
+                            choices=lambda: list(PRECISIONS))
     channels_last: bool | None = option(None, "channels-last memory for the model's "
-                                              "weights and activations (default: with bf16)")
+                                              "weights and activations (default: when "
+                                              "training in bf16)")
 
 
 @dataclass
@@ -137,7 +142,8 @@ class RunConfig:
         for name, section in cfg.sections().items():
             _check_values(name, section)
         epochs = cfg.train.epochs
-        if cfg.train.channels_last is None:
+        if cfg.train.channels_last is None and cfg.train.precision != "auto":
+            # (under auto the engine decides with the precision it trains in)
             cfg.train.channels_last = cfg.train.precision == "bf16"
         if cfg.schedule.lr_milestones is None:
             cfg.schedule.lr_milestones = sorted(

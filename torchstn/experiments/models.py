@@ -252,9 +252,10 @@ def _scaled(channels: int, width: float) -> int:
     return max(4, round(channels * width))
 
 
-def _house_transformer(in_channels: int, side: int, width: float, *,
-                       conv: bool) -> SpatialTransformer:
-    """An affine transformer keeping its input's size. Localisation ``conv``:
+def _house_transformer(in_channels: int, side: int, width: float, *, conv: bool,
+                       out_side: int | None = None) -> SpatialTransformer:
+    """An affine transformer of a ``side`` x ``side`` input sampling ``out_side`` x
+    ``out_side`` (default: ``side``). Localisation ``conv``:
     conv[32, 5x5]-maxpool-conv[32, 5x5]-fc[32]-fc[32] (Single); else fc[32]-fc[32] on the
     flattened feature map (Multi)."""
     c = _scaled(32, width)
@@ -267,7 +268,13 @@ def _house_transformer(in_channels: int, side: int, width: float, *,
     else:
         loc = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * side * side, c), nn.ReLU(),
                             nn.Linear(c, c), nn.ReLU())
-    return SpatialTransformer(loc, "affine", out_size=(side, side), loc_features=c)
+    out_side = side if out_side is None else out_side
+    return SpatialTransformer(loc, "affine", out_size=(out_side, out_side), loc_features=c)
+
+
+#: The smallest output a house-number transformer may sample: the four 2x2 max-pools of
+#: the classifier need 16 pixels a side.
+HOUSE_MIN_SIDE = 16
 
 
 class HouseNumberNet(nn.Module):
@@ -276,22 +283,39 @@ class HouseNumberNet(nn.Module):
     ``transformers``: ``"none"``, ``"single"`` (one on the input) or ``"multi"`` (one before
     each of the first four convolutions, on that layer's input). Dropout 0.5 after every
     hidden layer but the first convolution (never in a localisation net).
+
+    ``st_size``: the side of the first transformer's output (default: its input's). The
+    paper lets a transformer "downsample or oversample a feature map": at 128 px a first
+    transformer reading the 108x108 crop and sampling 54x54 runs the classifier at the
+    cost of the 64 px one, and loses no resolution where it zooms in by 2 or more.
     """
 
     def __init__(self, in_size: int = 54, *, in_channels: int = 3, width: float = 1.0,
-                 transformers: str = "none", dropout: float = 0.5):
+                 transformers: str = "none", dropout: float = 0.5,
+                 st_size: int | None = None):
         super().__init__()
         if not (isinstance(width, (int, float)) and width > 0):
             raise ValueError(f"width must be a positive number, got {width!r}")
         if transformers not in ("none", "single", "multi"):
             raise ValueError(f"transformers must be none, single or multi, got "
                              f"{transformers!r}")
+        if st_size is not None:
+            if transformers == "none":
+                raise ValueError("st_size needs a transformer: the model has none "
+                                 "(transformers='none')")
+            if (isinstance(st_size, bool) or not isinstance(st_size, int)
+                    or not HOUSE_MIN_SIDE <= st_size <= in_size):
+                raise ValueError(f"st_size must be an int from {HOUSE_MIN_SIDE} to the "
+                                 f"input's side {in_size}, got {st_size!r}")
         layers: list[nn.Module] = []
         side, c_in = in_size, in_channels
         for i, (c, pool) in enumerate(HOUSE_CONVS):
             if (transformers == "single" and i == 0) or (transformers == "multi" and i < 4):
-                stn = _house_transformer(c_in, side, width, conv=transformers == "single")
+                out_side = st_size if i == 0 else None
+                stn = _house_transformer(c_in, side, width, conv=transformers == "single",
+                                         out_side=out_side)
                 layers.append(stn)
+                side = out_side or side
             c_out = _scaled(c, width)
             layers += [nn.Conv2d(c_in, c_out, 5, padding=2), nn.ReLU()]
             if pool:
@@ -323,7 +347,8 @@ for _name, _kind in (("cnn", "none"), ("st-cnn-single", "single"), ("st-cnn-mult
 
 
 def build_house_model(name: str, in_size: int, *, in_channels: int = 3, width: float = 1.0,
-                      dropout: float = 0.5) -> nn.Module:
-    """Build house-number model ``name`` for ``(N, in_channels, in_size, in_size)`` inputs."""
+                      dropout: float = 0.5, st_size: int | None = None) -> nn.Module:
+    """Build house-number model ``name`` for ``(N, in_channels, in_size, in_size)`` inputs
+    (``st_size``: the first transformer's output side, :class:`HouseNumberNet`)."""
     return HOUSE_MODELS.get(name)(in_size, in_channels=in_channels, width=width,
-                                  dropout=dropout)
+                                  dropout=dropout, st_size=st_size)

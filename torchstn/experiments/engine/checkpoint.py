@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from .._files import atomic_write
 
-__all__ = ["atomic_write_text", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint"]
+__all__ = ["atomic_write_text", "has_optimizer_state", "load_checkpoint", "read_checkpoint_meta",
+           "save_checkpoint", "strip_optimizer"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -70,3 +71,24 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
         sd["state"] = state
         optimizer.load_state_dict(sd)
     return meta
+
+
+def has_optimizer_state(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint at ``path`` holds optimizer tensors (what a resume needs)."""
+    with safe_open(str(path), framework="pt") as f:
+        return any(key.startswith("optim.") for key in f.keys())
+
+
+def strip_optimizer(path: str | os.PathLike) -> int:
+    """Rewrite the checkpoint at ``path`` with its weights and metadata only (a finished run
+    needs no optimizer state: Adam's two moments are twice the model's size). Returns the
+    bytes saved; 0 if there was nothing to strip."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    if not has_optimizer_state(path):
+        return 0
+    before = path.stat().st_size
+    tensors = {k: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+    metadata = {"torchstn": json.dumps({**meta, "weights_only": True})}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return before - path.stat().st_size

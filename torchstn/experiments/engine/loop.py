@@ -31,8 +31,8 @@ from .optim import build_optimizer
 from .progress import Progress
 from .schedules import set_lr
 
-__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "train",
-           "transformer_coverage"]
+__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "native_bf16",
+           "resolve_precision", "train", "transformer_coverage"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -71,8 +71,13 @@ def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
                          f"given configuration is of task {cfg.task.name!r}")
     given = _flat(config_to_dict(cfg))
     before = _flat(config_to_dict(config_from_dict(saved, f"{out}/{CHECKPOINT} config")))
+    skip = set(_NOT_RECIPE)
+    if "auto" in (before.get("train.precision"), given.get("train.precision")):
+        # auto is whatever the machine trains best in: a bf16 or fp32 run is one of its
+        # runs, and each epoch records the precision it used.
+        skip |= {"train.precision", "train.channels_last"}
     diff = {k: (before.get(k), given.get(k)) for k in sorted(set(before) | set(given))
-            if before.get(k) != given.get(k) and k not in _NOT_RECIPE}
+            if before.get(k) != given.get(k) and k not in skip}
     if diff:
         shown = ", ".join(f"{k}: {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
         raise ValueError(f"{out} holds a run with a different configuration ({shown}): give "
@@ -117,8 +122,32 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch) * 1009 + rank
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA device of compute capability
+    8.0 or more (Ampere on), a CPU with AVX-512 BF16 or AMX. Elsewhere oneDNN (or CUDA)
+    emulates it, several times slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16`` for a run's ``train.precision`` on ``device`` (``auto``: bf16
+    where :func:`native_bf16`, else fp32)."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    return precision
+
+
 def autocast(precision: str, device: torch.device):
-    """The autocast context of a run's ``train.precision`` (``bf16``: bfloat16)."""
+    """The autocast context of a run's ``train.precision`` (``bf16``: bfloat16; ``auto``
+    as :func:`resolve_precision` decides on ``device``)."""
+    precision = resolve_precision(precision, device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -161,7 +190,9 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
         if not ckpt.exists():
             task.init_model(model)
         model = model.to(world.device)
-        if cfg.train.channels_last:
+        precision = resolve_precision(cfg.train.precision, world.device)
+        channels_last = cfg.train.channels_last
+        if channels_last if channels_last is not None else precision == "bf16":
             to_channels_last(model)
         opt = build_optimizer(model, cfg.optim)
         history: list[dict] = []
@@ -169,18 +200,23 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
             if world.primary:
                 remove_temps(out)  # what a killed run's cut-off writes left
             meta = read_checkpoint_meta(ckpt)
+            if meta.get("weights_only") and meta["epoch"] < cfg.train.epochs:
+                raise ValueError(f"{ckpt} holds weights only (its optimizer state was "
+                                 f"stripped when the run finished at epoch {meta['epoch']}): "
+                                 "it cannot be trained further; choose another --out")
             _check_resumable(meta["config"], cfg, out)
             meta = load_checkpoint(ckpt, model, opt)
             history = meta["history"]
         if world.primary:
             atomic_write_text(out / "config.json",
                               json.dumps(config_to_dict(cfg), indent=2) + "\n")
-        return _loop(cfg, out, task, model, opt, history, world, progress=progress,
-                     figures=figures, stop_after=stop_after)
+        return _loop(cfg, out, task, model, opt, history, world, precision,
+                     progress=progress, figures=figures, stop_after=stop_after)
 
 
 def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
-          opt: torch.optim.Optimizer, history: list[dict], world: World, *, progress: bool,
+          opt: torch.optim.Optimizer, history: list[dict], world: World, precision: str, *,
+          progress: bool,
           figures: bool, stop_after: int | None) -> dict:
     net = world.wrap(model)
     n_params = count_parameters(model)
@@ -204,7 +240,7 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             data_time += time.perf_counter() - t0
             if step > 1:
                 set_lr(opt, cfg, epoch + (step - 1) / steps)
-            with autocast(cfg.train.precision, world.device):
+            with autocast(precision, world.device):
                 loss, sums = task.train_step(net, batch)
             # DDP averages the ranks' gradients; a shard of other than batch / world
             # examples (the last batch of an epoch) is weighted by its share. (The task
@@ -224,13 +260,14 @@ def _loop(cfg: RunConfig, out: Path, task: Task, model: nn.Module,
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} "
                                      f"({train_metrics})")
         world.broadcast_buffers(model)
-        test_metrics = evaluate(task, model, world, precision=cfg.train.precision)
+        test_metrics = evaluate(task, model, world, precision=precision)
         eval_keys = list(test_metrics)
         seen = reduced.get("count", 0)
         inside = transformer_coverage(task, model)
         history.append({"epoch": epoch + 1, "lr": lr, **train_metrics, **test_metrics,
                         "seconds": seconds, "images_per_s": seen / seconds,
-                        "data_seconds": data_time, "device": world.device.type, **inside})
+                        "data_seconds": data_time, "device": world.device.type,
+                        "precision": precision, **inside})
         if world.primary:
             _warn_dead(inside, epoch + 1)
         shown = " ".join(f"{k.removeprefix('train_')} {v:.4g}" for k, v in train_metrics.items())

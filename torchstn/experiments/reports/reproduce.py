@@ -14,7 +14,8 @@ from torch import nn
 from torchstn.modules import find_transformers
 
 from ..config import RunConfig, make_config
-from ..engine import atomic_write_text, is_primary_process, train
+from ..engine import CHECKPOINT, atomic_write_text, is_primary_process, train
+from ..engine.checkpoint import strip_optimizer
 from ..engine.loop import _check_resumable
 
 if TYPE_CHECKING:
@@ -131,10 +132,17 @@ def run_table1(out, *, distortions=None, models=None, seeds: int = 1,
     return _write_table(out, distortions, models, seeds, base)
 
 
+def _finished(run: Path, epochs: int) -> bool:
+    metrics = run / "metrics.json"
+    return (metrics.is_file() and (run / CHECKPOINT).is_file()
+            and json.loads(metrics.read_text())["epochs_done"] >= epochs)
+
+
 def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
              after_each=None) -> None:
     """Train every ``(label, folder, config)`` cell for ``seeds`` seeds, seed by seed (every
-    cell has a run before any has its second), into ``folder/seed<S>``.
+    cell has a run before any has its second), into ``folder/seed<S>``. A run that
+    finishes keeps its weights and drops the optimizer state (:func:`strip_optimizer`).
 
     Finished runs are skipped (a finished run of another configuration is refused: it is
     not this grid's); killed runs are resumed. ``after_each()`` runs after every run.
@@ -152,6 +160,8 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
                 print(f"== {' on '.join(reversed(label))} (seed {seed}) -> {run}",
                       file=sys.stderr)
             train(cfg, run, data_dir=data_dir, resume=True, progress=progress)
+            if is_primary_process() and _finished(run, cfg.train.epochs):
+                strip_optimizer(run / CHECKPOINT)  # finished: weights are all eval needs
             if after_each is not None:
                 after_each()
 

@@ -28,7 +28,8 @@ from ..data.house_numbers import CANVAS, HouseNumbers, SVHNData, centre_crop
 from ..data.idx import download
 from ..data.mnist import shard_rows
 from ..data.svhn import MAX_DIGITS, NO_DIGIT
-from ..models import HOUSE_CLASSES, HOUSE_LENGTHS, HOUSE_MODELS, build_house_model
+from ..models import (HOUSE_CLASSES, HOUSE_LENGTHS, HOUSE_MIN_SIDE, HOUSE_MODELS,
+                      build_house_model)
 from . import TASKS, Task
 
 __all__ = ["HouseNumbersConfig", "SVHNConfig", "read_numbers", "sequence_loss"]
@@ -36,6 +37,18 @@ __all__ = ["HouseNumbersConfig", "SVHNConfig", "read_numbers", "sequence_loss"]
 
 def _crop_of(side: int) -> int:
     return side * 54 // 64
+
+
+def _check_st_size(cfg, side: int) -> None:
+    """``task.st_size`` needs a transformer and may not exceed the crop it reads."""
+    if cfg.st_size is None:
+        return
+    if cfg.model == "cnn":
+        raise ValueError(f"task.st_size must be left unset for model 'cnn' (it has no "
+                         f"transformer), got {cfg.st_size}")
+    if cfg.st_size > _crop_of(side):
+        raise ValueError(f"task.st_size must be at most the crop's side {_crop_of(side)}, "
+                         f"got {cfg.st_size}")
 
 
 def split_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +105,8 @@ class _HouseNumberTask(Task):
 
     def build_model(self) -> nn.Module:
         return build_house_model(self.cfg.model, self.crop, in_channels=self.in_channels,
-                                 width=self.cfg.width, dropout=self.cfg.dropout)
+                                 width=self.cfg.width, dropout=self.cfg.dropout,
+                                 st_size=self.cfg.st_size)
 
     def num_train_examples(self) -> int:
         return self.data.train_size
@@ -141,7 +155,8 @@ class _HouseNumberTask(Task):
         return (centre_crop(x, self.crop).to(self.device).float() / 255,)
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.cfg.model, "width": self.cfg.width, "input": self.crop}
+        return {"model": self.cfg.model, "width": self.cfg.width, "input": self.crop,
+                "st_size": self.cfg.st_size}
 
     def figures(self, out, model: nn.Module, history: list[dict]) -> list:
         """``regions.png`` (the paper's Fig. 4: where each transformer reads the input),
@@ -174,6 +189,9 @@ class HouseNumbersConfig:
     width: float = option(1.0, "scale every layer's width (1: the paper's)", minimum=0.01)
     dropout: float = option(0.5, "dropout after every hidden layer but the first "
                                  "convolution (the paper: 0.5)", minimum=0.0, maximum=0.9)
+    st_size: int | None = option(None, "side of the first transformer's output (default: "
+                                       "its input's; 54 at 128 px samples the 64 px "
+                                       "model's input)", minimum=HOUSE_MIN_SIDE)
     train_size: int = option(60000, "numbers per training epoch", minimum=1)
     test_size: int = option(10000, "test numbers", minimum=1)
     train_digits: int | None = option(None, "make training numbers of the first N MNIST "
@@ -184,7 +202,7 @@ class HouseNumbersConfig:
     test_seed: int = option(2015, "seed of the test numbers", minimum=0, maximum=SEED_MAX)
 
     def resolve(self) -> None:
-        pass
+        _check_st_size(self, CANVAS[self.variant])
 
 
 @TASKS.register("house-numbers")
@@ -224,6 +242,9 @@ class SVHNConfig:
     width: float = option(1.0, "scale every layer's width (1: the paper's)", minimum=0.01)
     dropout: float = option(0.5, "dropout after every hidden layer but the first "
                                  "convolution (the paper: 0.5)", minimum=0.0, maximum=0.9)
+    st_size: int | None = option(None, "side of the first transformer's output (default: "
+                                       "its input's; 54 at 128 px samples the 64 px "
+                                       "model's input)", minimum=HOUSE_MIN_SIDE)
     extra: bool = option(True, "train on the extra split too (as the paper)")
     train_size: int | None = option(None, "first N training numbers (default: all)",
                                     minimum=1)
@@ -232,7 +253,7 @@ class SVHNConfig:
                                "on them instead of the test split", minimum=0)
 
     def resolve(self) -> None:
-        pass
+        _check_st_size(self, self.size)
 
 
 @TASKS.register("svhn")
