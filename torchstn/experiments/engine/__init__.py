@@ -3,8 +3,15 @@ resume, metrics, progress and distributed training (torchrun + DDP)."""
 
 from .checkpoint import atomic_write_text, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .distributed import World, is_primary_process, session
-from .loop import (CHECKPOINT, count_parameters, evaluate, load_run, native_bf16,
-                   resolve_precision, train)
+from .loop import (
+                   CHECKPOINT,
+                   count_parameters,
+                   evaluate,
+                   load_run,
+                   native_bf16,
+                   resolve_precision,
+                   train,
+)
 from .optim import OPTIMIZERS, build_optimizer, parameter_groups
 from .schedules import SCHEDULES, set_lr
 

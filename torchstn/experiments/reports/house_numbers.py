@@ -15,8 +15,8 @@ from ..config import RunConfig, make_config
 from ..engine import atomic_write_text, is_primary_process
 from .reproduce import _cell, _seed_errors, run_grid, seeds_phrase
 
-__all__ = ["HOUSE_EXPERIMENTS", "LOOSE_ST_SIZE", "PAPER_TABLE2", "house_base", "house_cell", "house_markdown",
-           "run_house_numbers"]
+__all__ = ["HOUSE_EXPERIMENTS", "LOOSE_ST_SIZE", "PAPER_TABLE2", "house_base", "house_cell",
+           "house_markdown", "run_house_numbers"]
 
 # Jaderberg et al. 2015, Table 2: % sequence error on SVHN.
 PAPER_TABLE2 = {64: {"cnn": 4.0, "st-cnn-single": 3.7, "st-cnn-multi": 3.6},

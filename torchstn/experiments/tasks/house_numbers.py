@@ -28,8 +28,7 @@ from ..data.house_numbers import CANVAS, HouseNumbers, SVHNData, centre_crop
 from ..data.idx import download
 from ..data.mnist import shard_rows
 from ..data.svhn import MAX_DIGITS, NO_DIGIT
-from ..models import (HOUSE_CLASSES, HOUSE_LENGTHS, HOUSE_MIN_SIDE, HOUSE_MODELS,
-                      build_house_model)
+from ..models import HOUSE_CLASSES, HOUSE_LENGTHS, HOUSE_MIN_SIDE, HOUSE_MODELS, build_house_model
 from . import TASKS, Task
 
 __all__ = ["HouseNumbersConfig", "SVHNConfig", "read_numbers", "sequence_loss"]
