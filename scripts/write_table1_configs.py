@@ -10,9 +10,9 @@ from torchstn.experiments.reports.reproduce import TABLE1_CELLS, table1_base
 
 HEADER = """# Table 1, {model} on {upper} (seed 0): what `torchstn reproduce table1` runs.
 # torchstn train --config configs/table1/{name}.toml --out runs/{name}
-# The recipe was chosen on a validation split: docs/recipe.md. Left out, so they follow
-# the other keys: task.st_downsample (for rts and tc), train.channels_last (with bf16)
-# and schedule.lr_milestones (unused by the onecycle schedule).
+# The recipe was chosen on a validation split: docs/experiments/recipe.md. Left out, so
+# they follow the other keys: task.st_downsample (for rts and tc), train.channels_last
+# (with the precision auto picks) and schedule.lr_milestones (unused by onecycle).
 
 """
 

@@ -141,7 +141,7 @@ def test_reproduce_addition_runs_each_row_and_writes_the_table_beside_the_paper(
     assert main(["reproduce", "addition", "--out", str(tmp_path), "--epochs", "3"]) == 0
     assert seen[0] == ("addition", rep.addition_base(epochs=3).resolved())
     assert main(["reproduce", "addition", "--out", str(tmp_path)]) == 0
-    recipe = seen[-1][1]  # the addition's own recipe (docs/addition.md)
+    recipe = seen[-1][1]  # the addition's own recipe (docs/experiments/addition.md)
     assert recipe.train.epochs == 64 and recipe.optim.loc_lr_mult == 0.1
     seen.pop()
     assert main(["reproduce", "mnist3d", "--out", str(tmp_path), "--size", "40"]) == 0

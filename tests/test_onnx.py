@@ -49,22 +49,53 @@ def _run(path, *inputs):
     return session.run(None, feeds)
 
 
+def _check_every(model, path):
+    x = torch.rand(5, 2, 12, 10)  # another batch size than the one exported
+    got = _run(path, x)
+    with torch.no_grad():
+        want = model(x)
+    assert len(got) == len(want) == len(model.keys)
+    for key, g, w in zip(model.keys, got, want):
+        assert g.shape == (5, 2, 9, 7), key
+        assert np.abs(g - w.numpy()).max() <= 1e-5, key
+
+
 @pytest.mark.parametrize("family", FAMILIES_2D)
-def test_every_family_mode_and_padding_matches_eager_in_onnxruntime(family, tmp_path):
+def test_the_standard_torch_onnx_export_writes_every_family_mode_and_padding(family,
+                                                                          tmp_path):
+    """The plain call, as Lightning or a deployment script makes it: no torchstn helper.
+    The fused operators decompose to the reference path (torchstn.ops._reference)."""
+    model = _Every(family).eval()
+    x = torch.rand(3, 2, 12, 10)
+    program = torch.onnx.export(model, (x,), dynamo=True,
+                                dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.save(str(tmp_path / "plain.onnx"))
+    _check_every(model, tmp_path / "plain.onnx")
+
+
+@pytest.mark.parametrize("family", FAMILIES_2D)
+def test_the_legacy_torchscript_exporter_writes_every_family(family, tmp_path):
+    """``dynamo=False`` traces: the warps take the reference path while tracing."""
+    import warnings
+
+    model = _Every(family).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's own deprecation notice
+        torch.onnx.export(model, (torch.rand(3, 2, 12, 10),), str(tmp_path / "ts.onnx"),
+                          dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    _check_every(model, tmp_path / "ts.onnx")
+
+
+@pytest.mark.parametrize("family", ["affine", "tps"])
+def test_export_onnx_matches_eager_in_onnxruntime(family, tmp_path):
     model = _Every(family).eval()
     path = export_onnx(model, (torch.rand(3, 2, 12, 10),), tmp_path / "every.onnx")
     import onnx
 
     assert onnx.load(str(path)).opset_import[0].version == OPSET
     assert [p.name for p in tmp_path.iterdir()] == ["every.onnx"]  # no temporary left
-    x = torch.rand(5, 2, 12, 10)  # another batch size than the one exported
-    got = _run(path, x)
-    with torch.no_grad():
-        want = model(x)
-    assert len(got) == len(want) == 4 * (2 if family == "affine" else 1)
-    for key, g, w in zip(model.keys, got, want):
-        assert g.shape == (5, 2, 9, 7), key
-        assert np.abs(g - w.numpy()).max() <= 1e-5, key
+    assert len(model.keys) == 4 * (2 if family == "affine" else 1)
+    _check_every(model, path)
 
 
 def test_nonfinite_parameters_give_nan_in_onnx_too(tmp_path):
@@ -98,8 +129,10 @@ def test_exported_trained_run_gets_the_test_error_of_eval(data_dir, tmp_path, ca
                  "1000", "--test-size", "500", "--batch-size", "100", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 0
-    said = capsys.readouterr().out
+    cap = capsys.readouterr()
+    said = cap.out
     assert f"ONNX opset {OPSET}" in said and "onnxruntime matches PyTorch" in said
+    assert "torchvision" not in said + cap.err  # no notes a user cannot act on
     _, task, model, _ = load_run(run)
     x, y = task.data.test_set()
     session = ort.InferenceSession(str(tmp_path / "model.onnx"),

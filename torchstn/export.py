@@ -1,13 +1,18 @@
 """Deployment: a model with spatial transformers to ONNX, checked in onnxruntime.
 
-The fused warps are PyTorch custom operators (``torch.ops.torchstn.numba_warp``,
-``torch.ops.torchstn.triton_warp``). ONNX knows neither, so :func:`export_onnx` exports
-the model with :func:`torch.export.export` and then replaces each fused warp by its
-reference decomposition (:func:`reference_decompositions`): the family's sampling grid in
-plain tensor operations followed by ``grid_sample``, which the ONNX exporter writes as
-ONNX ``GridSample``. The decomposition is the reference path every fused kernel is tested
-against, so the ONNX model computes what ``backend="torch"`` computes; there is no
-second, hand-written ONNX graph of the warp to keep in step.
+The standard call works: ``torch.onnx.export(model, (x,), "model.onnx", dynamo=True)``
+(and the legacy TorchScript exporter, ``dynamo=False``). The fused warps are PyTorch
+custom operators (``torch.ops.torchstn.numba_warp``, ``torch.ops.torchstn.triton_warp``)
+that ONNX does not know; each registers its reference decomposition with PyTorch when it
+is defined (:mod:`torchstn.ops._reference`): the family's sampling grid in plain tensor
+operations followed by ``grid_sample``, which the exporter writes as ONNX
+``GridSample``. So the ONNX model computes what ``backend="torch"`` computes; there is no
+second, hand-written ONNX graph of the warp to keep in step. Under TorchScript tracing the
+warps take the reference path directly.
+
+:func:`export_onnx` adds what the plain call leaves to the user: the batch dimension of
+every input left free, opset :data:`OPSET` (no version conversion on the way), a file
+written whole or not at all, and no exporter chatter on the console.
 
 Needs ``pip install 'torchstn[export]'`` (onnx, onnxscript; onnxruntime to run the
 result).
@@ -15,15 +20,17 @@ result).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .grids import _affine_grid, _projective_grid, compute_dtype
-from .warping import _nan_where
+from .ops._reference import reference_warp, reference_warp_theta
 
 __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 
@@ -34,44 +41,30 @@ __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 OPSET = 18
 
 
-def _reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
-                    projective):
-    """The warp of ``input`` by (N, 3, 3) ``matrix`` on the reference path."""
-    finite = torch.isfinite(matrix).flatten(1).all(1)
-    eye = torch.eye(3, dtype=matrix.dtype, device=matrix.device)
-    m = torch.where(finite.view(-1, 1, 1), matrix, eye)
-    work = compute_dtype(m.dtype)
-    m = m.to(work)
-    if projective:
-        grid = _projective_grid(m, (out_h, out_w), align_corners)
-    else:
-        grid = _affine_grid(m[:, :2], (out_h, out_w), align_corners)
-    out = F.grid_sample(input.to(work), grid, mode="nearest" if nearest else "bilinear",
-                        padding_mode="border" if border else "zeros",
-                        align_corners=align_corners)
-    return _nan_where(out.to(input.dtype), finite)
-
-
-def _numba_reference(input, theta, out_h, out_w, nearest, border, align_corners, projective):
-    n, e = theta.shape
-    eye = torch.eye(3, dtype=theta.dtype, device=theta.device).reshape(1, 9)
-    matrix = torch.cat([theta, eye[:, e:].expand(n, 9 - e)], dim=1).view(n, 3, 3)
-    return _reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
-                           projective)
-
-
 def reference_decompositions() -> dict:
     """A decomposition table (for :meth:`torch.export.ExportedProgram.run_decompositions`)
     that replaces every fused warp operator by the reference path, with PyTorch's default
     decompositions for everything else."""
     table = torch.export.default_decompositions()
-    table[torch.ops.torchstn.numba_warp.default] = _numba_reference
+    table[torch.ops.torchstn.numba_warp.default] = reference_warp_theta
     if importlib.util.find_spec("triton") is not None:
         from .ops.triton.backend import register_ops
 
         register_ops()  # defined on the first Triton warp, else
-        table[torch.ops.torchstn.triton_warp.default] = _reference_warp
+        table[torch.ops.torchstn.triton_warp.default] = reference_warp
     return table
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Only errors from logger ``name`` and its children for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_onnx(model: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
@@ -109,7 +102,12 @@ def export_onnx(model: torch.nn.Module, args: tuple, path: str | os.PathLike, *,
     if dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} for _ in args)
-    with torch.no_grad():
+    # The exporter prints its progress and the notes of libraries it probes (such as
+    # "torchvision is not installed") to stdout, and warns of deprecations a user cannot
+    # act on; errors still raise.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings(), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
         program = torch.export.export(model, args, dynamic_shapes=dynamic)
         program = program.run_decompositions(reference_decompositions())
         onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset_version,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_batch, check_choice, check_spatial_size
+from ._nonfinite import identity_where_nonfinite, nan_where
 from ._registry import Registry
 from .sampling import check_input, check_sampling_options, sample
 from .transforms import Transform, resolve_transform
@@ -178,27 +179,15 @@ def select_backend(name: str, call: WarpCall) -> Backend:
 
 
 def _nonfinite_as_identity(params: torch.Tensor, tf: Transform):
-    """Replace the parameters of images with a non-finite entry by the identity.
-
-    Returns the cleaned parameters and the per-image mask of finite rows ``(N,)``. The
-    backend then never sees NaN or inf: samplers disagree on what a NaN coordinate reads
-    (zeros, a border pixel or NaN, depending on mode and padding), and NaN coordinates
-    leak NaN into gradients even where the loss does not depend on them.
-    """
-    finite = torch.isfinite(params).all(dim=1)  # (N,)
-    identity = tf.identity(dtype=params.dtype, device=params.device)
-    return torch.where(finite[:, None], params, identity), finite
+    """The parameters with those of images holding a non-finite entry replaced by the
+    identity's, and the per-image mask of finite rows ``(N,)`` (the rule:
+    :mod:`torchstn._nonfinite`)."""
+    return identity_where_nonfinite(params, tf.identity(dtype=params.dtype,
+                                                        device=params.device))
 
 
-def _nan_where(out: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-    """Make every output value of an image with non-finite parameters NaN.
-
-    A diverging localisation network then shows up in the loss rather than as a
-    plausible-looking image. No data-dependent branch: the same graph for every value,
-    so the warp compiles and exports whole.
-    """
-    shape = (-1,) + (1,) * (out.dim() - 1)
-    return torch.where(finite.view(shape), out, torch.full_like(out, float("nan")))
+#: Every output value NaN for the images whose mask is False (:mod:`torchstn._nonfinite`).
+_nan_where = nan_where
 
 
 def warp(
@@ -266,6 +255,10 @@ def warp(
     call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
                     bool(align_corners))
     chosen = select_backend(backend, call)
+    if isinstance(chosen, FusedMatrixBackend) and torch.jit.is_tracing():
+        # TorchScript tracing (the legacy ONNX exporter) records operators it can
+        # translate: the reference path, which is what the fused operators decompose to.
+        chosen = BACKENDS.get("torch")
     device = input.device.type
     if torch.is_autocast_enabled(device):
         # Autocast would run the grid's matrix products in half precision, misplacing

@@ -334,7 +334,7 @@ def _warn_dead(inside: dict[str, float], epoch: int) -> None:
                   f"{len(inside)} reads inside its input at only {share:.2f}% of its sampling "
                   f"points (on {COVERAGE_INPUTS} test inputs): where it reads padding it gets "
                   "no gradient and may never come back; a lower --loc-lr-mult helps "
-                  "(docs/addition.md)", file=sys.stderr)
+                  "(docs/experiments/addition.md)", file=sys.stderr)
 
 
 def _running(task: Task, totals: dict[str, Any]) -> str:

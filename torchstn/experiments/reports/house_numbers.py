@@ -25,11 +25,11 @@ HOUSE_ROWS = ("cnn", "st-cnn-single", "st-cnn-multi")
 SIZES = (64, 128)
 _LABELS = {"cnn": "CNN", "st-cnn-single": "ST-CNN Single", "st-cnn-multi": "ST-CNN Multi"}
 
-# The recipe (docs/house_numbers.md). Adam at 1e-3 (2e-3 learnt slower on validation),
-# divided by 10 after 60% and 85% of the epochs; no dropout at width 0.25 (0.5 stayed at
-# chance on validation, 0.2 learnt at half the pace). Budget: 40 epochs of 50,000 fresh
-# numbers (2M numbers; the 64 px CNN reached 6.5% validation sequence error after 24 such
-# epochs and was still underfit). Localisation nets at the base rate (at 0.1x Single's
+# The recipe (docs/experiments/house-numbers.md). Adam at 1e-3 (2e-3 learnt slower on
+# validation), divided by 10 after 60% and 85% of the epochs; no dropout at width 0.25
+# (0.5 stayed at chance on validation, 0.2 learnt at half the pace). Budget: 40 epochs of
+# 50,000 fresh numbers (2M numbers; the 64 px CNN reached 6.5% validation sequence error
+# after 24 such epochs and was still underfit). Localisation nets at the base rate (at 0.1x Single's
 # transformer stayed at the identity). Precision auto: bf16 where the machine computes it
 # natively, else fp32 (emulated bf16 ran these models 10x to 15x slower than fp32 on an
 # AVX2 CPU: benchmarks/bench_train.py --suite house). Channels-last memory in either

@@ -9,7 +9,8 @@ The encoder is a CNN trained beforehand on MNIST classification (a finished run 
 ``distorted-digits`` task, ``cnn`` model: on RTS digits, so that it knows digits at any
 scale and place, or on 28x28 digits), frozen; the loss compares its class probabilities
 (or its two pooled convolution maps). The crop starts at 0.9 of the canvas and a bound on
-its side shrinks over training, so the crops close in on the digits (docs/colocalization.md).
+its side shrinks over training, so the crops close in on the digits
+(docs/experiments/colocalization.md).
 """
 
 from __future__ import annotations

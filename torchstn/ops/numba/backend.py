@@ -21,8 +21,10 @@ import time
 import numpy as np
 import torch
 
+from ..._nonfinite import identity_where_nonfinite
 from ...warping import FusedMatrixBackend, WarpCall
 from .._autograd import check_grad_out, check_out_size, register_warp_autograd
+from .._reference import reference_warp_theta, register_reference
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
@@ -124,7 +126,7 @@ def _eps16(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps
 
 
-_EYE9 = np.eye(3).reshape(9)
+_EYE9_T = torch.eye(3, dtype=torch.float64).reshape(1, 9)
 
 
 def _tile_lanes(x: torch.Tensor, nearest: bool) -> int:
@@ -222,10 +224,11 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
 # (affine parameters are E = 6, projective E = 8, any other matrix family E = 9); building
 # the matrix here spares a few autograd nodes per call (a tenth of a small warp's time).
 #
-# The non-finite rule is the operator's own: an image whose theta has a NaN or inf entry
-# is warped as the identity and its output set to NaN; its gradients are zero. Checked
-# in NumPy inside the implementation, where a data-dependent branch costs nothing and is
-# invisible to the compiler.
+# The non-finite rule (torchstn._nonfinite): an image whose theta has a NaN or inf entry
+# is warped as the identity and its output set to NaN; its gradients are zero. Applied
+# inside the implementation, where a data-dependent branch costs nothing and is invisible
+# to the compiler. The operator's decomposition is the reference path
+# (torchstn.ops._reference): the standard torch.onnx.export writes it.
 
 
 def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int) -> None:
@@ -244,15 +247,11 @@ def _matrices(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
     """The (N, 3, 3) float64 matrices of theta, and the mask of non-finite images (None if
     all are finite); non-finite images get the identity."""
     n, e = theta.shape
-    m = np.empty((n, 9))
-    m[:] = _EYE9
-    m[:, :e] = theta.detach().cpu().numpy()
-    bad = ~np.isfinite(m).all(1)
-    if bad.any():
-        m[bad] = _EYE9
-    else:
-        bad = None
-    return m.reshape(n, 3, 3), bad
+    m = _EYE9_T.repeat(n, 1)
+    m[:, :e] = theta.detach().cpu()
+    m, finite = identity_where_nonfinite(m, _EYE9_T)
+    bad = None if bool(finite.all()) else (~finite).numpy()
+    return m.numpy().reshape(n, 3, 3), bad
 
 
 @torch.library.custom_op("torchstn::numba_warp", mutates_args=(), device_types="cpu")
@@ -314,6 +313,7 @@ def _(grad_out, input, theta, nearest, border, align_corners, projective, need_i
 
 register_warp_autograd(numba_warp, numba_warp_backward, torch.ops.torchstn.numba_warp_backward,
                        "numba")
+register_reference(torch.ops.torchstn.numba_warp.default, reference_warp_theta)
 
 
 class NumbaBackend(FusedMatrixBackend):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from ..._nonfinite import identity_where_nonfinite, nan_where
 from .._autograd import check_grad_out, check_out_size, register_warp_autograd
+from .._reference import reference_warp, register_reference
 from .backend import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
@@ -39,9 +41,8 @@ def _finite_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     The mask is taken after the cast to float32: a float64 entry beyond float32's range
     is as non-finite as an inf."""
     m = matrix.to(torch.float32)
-    finite = torch.isfinite(m).flatten(1).all(1)
-    eye = torch.eye(3, dtype=m.dtype, device=m.device)
-    return torch.where(finite.view(-1, 1, 1), m, eye).contiguous(), finite
+    m, finite = identity_where_nonfinite(m, torch.eye(3, dtype=m.dtype, device=m.device))
+    return m.contiguous(), finite
 
 
 @torch.library.triton_op("torchstn::triton_warp", mutates_args=())
@@ -54,7 +55,7 @@ def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: in
     check_out_size("triton_warp", out_h, out_w)
     m, finite = _finite_rows(matrix)
     out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective)
-    return torch.where(finite.view(-1, 1, 1, 1), out, torch.full_like(out, float("nan")))
+    return nan_where(out, finite)
 
 
 @torch.library.triton_op("torchstn::triton_warp_backward", mutates_args=())
@@ -81,3 +82,4 @@ def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: to
 
 register_warp_autograd(triton_warp, triton_warp_backward,
                        torch.ops.torchstn.triton_warp_backward, "triton")
+register_reference(torch.ops.torchstn.triton_warp.default, reference_warp)
