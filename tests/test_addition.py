@@ -162,3 +162,12 @@ def test_an_experiment_recipe_overrides_table1s_and_flags_override_both(monkeypa
     assert base.optim.weight_decay == rep.TABLE1_RECIPE["weight_decay"]  # the rest: Table 1's
     assert rep.addition_base(epochs=3).resolved().train.epochs == 3
     assert rep.experiment_base("mnist3d").resolved().train.epochs == rep.TABLE1_RECIPE["epochs"]
+
+
+def test_the_table_caption_counts_the_test_pairs_it_scored(tmp_path):
+    from torchstn.experiments.reports.reproduce import addition_base, rows_markdown
+
+    for test_size, said in ((500, "500 test pairs"), (None, "10,000 test pairs")):
+        table = rows_markdown("addition", tmp_path, ["fcn"], 1,
+                              addition_base(test_size=test_size))
+        assert f"the sum of two RTS-distorted digits, {said})" in table

@@ -76,3 +76,74 @@ def test_interrupted_training_is_a_message_not_a_traceback(monkeypatch, capsys, 
     assert main(["train", "--out", str(tmp_path / "r")]) == 130
     assert capsys.readouterr().err == ("torchstn train: error: interrupted (the last finished "
                                        "epoch is saved: --resume continues)\n")
+
+
+TINY_ARGS = ["--model", "fcn", "--distortion", "r", "--train-size", "256", "--test-size",
+             "64", "--batch-size", "128", "--no-progress"]
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\xff" * 64,
+                      "empty": b""}[how])
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_in_every_command(data_dir, tmp_path,
+                                                                          capsys):
+    import pytest
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--data-dir", str(data_dir), "--epochs", "1",
+                 *TINY_ARGS]) == 0
+    ckpt = run / "checkpoint.safetensors"
+    good = ckpt.read_bytes()
+    commands = {
+        "eval": ["eval", str(run), "--data-dir", str(data_dir)],
+        "show": ["show", str(run), "--data-dir", str(data_dir)],
+        "export": ["export", str(run), "--onnx", str(tmp_path / "m.onnx")],
+        "train": ["train", "--out", str(run), "--resume", "--data-dir", str(data_dir)],
+    }
+    for how in ("truncated", "garbage", "empty"):
+        for name, argv in commands.items():
+            ckpt.write_bytes(good)
+            _damage(ckpt, how)
+            capsys.readouterr()
+            assert main(argv) == 2, (how, name)
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err, (how, name, err)
+            assert f"torchstn {name}: error: {ckpt}: damaged or truncated checkpoint" in err
+    assert not (tmp_path / "m.onnx").exists()
+    # Weights that do not fit the configuration's model are named too.
+    from torchstn.experiments.engine import load_checkpoint
+
+    ckpt.write_bytes(good)
+    with pytest.raises(ValueError, match="its weights do not fit the model"):
+        load_checkpoint(ckpt, torch.nn.Linear(3, 3))
+
+
+def test_resume_with_the_run_folder_alone_continues_from_its_saved_configuration(
+        data_dir, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--data-dir", str(data_dir), "--epochs", "2",
+                 "--lr", "0.003", "--stop-after", "1", *TINY_ARGS]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--data-dir", str(data_dir),
+                 "--no-progress"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 2 and metrics["history"][1]["lr"] > 0
+    assert json.loads((run / "config.json").read_text())["optim"]["lr"] == 0.003
+    # A flag given beside it still counts: another recipe is refused, naming the key.
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.5", "--data-dir",
+                 str(data_dir)]) == 2
+    assert "optim.lr: 0.003 saved, 0.5 given" in capsys.readouterr().err
+    # A run of another task is found by its folder too (no --task needed).
+    hn = tmp_path / "hn"
+    assert main(["train", "--task", "house-numbers", "--model", "cnn", "--width", "0.05",
+                 "--train-size", "32", "--test-size", "16", "--epochs", "2", "--batch-size",
+                 "32", "--stop-after", "1", "--out", str(hn), "--data-dir", str(data_dir),
+                 "--no-progress"]) == 0
+    assert main(["train", "--out", str(hn), "--resume", "--data-dir", str(data_dir),
+                 "--no-progress"]) == 0
+    assert json.loads((hn / "metrics.json").read_text())["epochs_done"] == 2

@@ -78,11 +78,28 @@ def _threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _saved_config(out) -> dict | None:
+    """The configuration saved in run folder ``out``'s checkpoint (None: no checkpoint)."""
+    from .engine import CHECKPOINT, read_checkpoint_meta
+
+    ckpt = Path(out) / CHECKPOINT
+    return read_checkpoint_meta(ckpt)["config"] if ckpt.is_file() else None
+
+
 def _train(args: argparse.Namespace) -> int:
     from .engine import train
 
     _threads(args)
-    cfg = _config(args, args.task_name).resolved()
+    saved = _saved_config(args.out) if args.resume and not args.config else None
+    if saved is not None:
+        # --resume with the run's folder alone continues it: its saved configuration is
+        # the default, and flags given beside it still override (a different recipe is
+        # then refused by the engine, naming what differs).
+        flat = {k: v for name, section in saved.items() if isinstance(section, dict)
+                for k, v in section.items() if not (name == "task" and k == "name")}
+        cfg = _config(args, args.task_name, flat).resolved()
+    else:
+        cfg = _config(args, args.task_name).resolved()
     _prepare_data(args, cfg)
     metrics = train(cfg, args.out, data_dir=args.data_dir, resume=args.resume,
                     progress=not args.no_progress, stop_after=args.stop_after)
@@ -397,6 +414,21 @@ def _task_of(argv: list[str]) -> tuple[str | None, str]:
     return None, "--task"
 
 
+def _resumed_task(argv: list[str]) -> tuple[str | None, str]:
+    """The task of the run that ``train --out RUN --resume`` continues, if it names none."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--out")
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if not (known.resume and known.out):
+        return None, "--task"
+    saved = _saved_config(known.out)
+    task = saved.get("task") if saved is not None else None
+    if isinstance(task, dict) and "name" in task:
+        return task["name"], f"the saved configuration of {known.out}"
+    return None, "--task"
+
+
 def _say(command: str | None, message: str) -> None:
     """Print an error once: under torchrun every rank meets it, rank 0 reports it."""
     from .engine.distributed import is_primary_process
@@ -414,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         task = None
         if command in ("train", "config"):
             task, where = _task_of(argv[1:])
+            if task is None and command == "train":
+                task, where = _resumed_task(argv[1:])
             if task is not None:
                 TASKS.check(task, where)
         parser = build_parser(task)

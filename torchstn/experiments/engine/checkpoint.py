@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .._files import atomic_write
@@ -48,19 +48,48 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint")
-    with safe_open(str(path), framework="pt") as f:
-        meta = (f.metadata() or {}).get("torchstn")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get("torchstn")
+    except SafetensorError as e:
+        raise _damaged(path, e) from None
     if meta is None:
         raise ValueError(f"{path}: not a torchstn checkpoint (no 'torchstn' metadata)")
-    return json.loads(meta)
+    try:
+        meta = json.loads(meta)
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"its metadata is not JSON: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise _damaged(path, "its metadata holds no run configuration")
+    return meta
+
+
+def _damaged(path: Path, why) -> ValueError:
+    """The one-line error of a checkpoint that cannot be read."""
+    why = str(why).removeprefix("Error while deserializing header: ")
+    return ValueError(f"{path}: damaged or truncated checkpoint ({why}); train the run "
+                      "again or restore the file")
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise _damaged(path, e) from None
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Load what :func:`save_checkpoint` wrote into ``model`` (and ``optimizer``); return meta."""
+    path = Path(path)
     meta = read_checkpoint_meta(path)
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    tensors = _tensors(path)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(f"{path}: its weights do not fit the model of its configuration "
+                         f"({' '.join(line.strip() for line in first[:2])})") from None
     if optimizer is not None:
         sd = optimizer.state_dict()
         state: dict[int, dict[str, Any]] = {}
@@ -75,8 +104,11 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
 
 def has_optimizer_state(path: str | os.PathLike) -> bool:
     """Whether the checkpoint at ``path`` holds optimizer tensors (what a resume needs)."""
-    with safe_open(str(path), framework="pt") as f:
-        return any(key.startswith("optim.") for key in f.keys())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return any(key.startswith("optim.") for key in f.keys())
+    except SafetensorError as e:
+        raise _damaged(Path(path), e) from None
 
 
 def strip_optimizer(path: str | os.PathLike) -> int:
@@ -88,7 +120,7 @@ def strip_optimizer(path: str | os.PathLike) -> int:
     if not has_optimizer_state(path):
         return 0
     before = path.stat().st_size
-    tensors = {k: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+    tensors = {k: v for k, v in _tensors(path).items() if k.startswith("model.")}
     metadata = {"torchstn": json.dumps({**meta, "weights_only": True})}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return before - path.stat().st_size

@@ -231,12 +231,15 @@ class RowsExperiment:
     #: ``(key, value)`` settings over the Table 1 recipe, chosen on this experiment's own
     #: validation split.
     recipe: tuple[tuple[str, object], ...] = ()
+    #: Test examples when the task's ``test_size`` is left unset (``{test}`` in ``title``
+    #: is the number a table scored).
+    test_default: int = 10000
 
 
 EXPERIMENTS = {
     "addition": RowsExperiment(
         "addition", "mnist-addition", tuple(ADDITION_ROWS), PAPER_ADDITION,
-        "MNIST addition (the sum of two RTS-distorted digits, 10,000 test pairs)",
+        "MNIST addition (the sum of two RTS-distorted digits, {test:,} test pairs)",
         "Paper: the ST-FCN figure is its best single transformer; 2xST-FCN affine and "
         "projective from third-party notes.", last=("cnn",),
         # docs/experiments/addition.md: validation error of 2xST-FCN-affine falls from 72.4% at 20
@@ -246,7 +249,8 @@ EXPERIMENTS = {
         recipe=(("epochs", 64), ("loc_lr_mult", 0.1))),
     "mnist3d": RowsExperiment(
         "mnist3d", "mnist3d", ("proj-cnn", "st3d-cnn"), {},
-        "3-D MNIST (a digit slab posed at random in a 60x60x60 volume, 2,000 test volumes)",
+        "3-D MNIST (a digit slab posed at random in a 60x60x60 volume, {test:,} test "
+        "volumes)",
         "The paper shows this experiment in figures and gives no error table."),
 }
 
@@ -285,7 +289,8 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
     size = base.task.train_size or 60000
     loc = (f"; the localisation nets at {o.loc_lr_mult:g} times the rate"
            if o.loc_lr_mult != 1 else "")
-    note = (f"\n% test error on {exp.title}, {seeds_phrase(seeds)}. Ours: "
+    title = exp.title.format(test=base.task.test_size or exp.test_default)
+    note = (f"\n% test error on {title}, {seeds_phrase(seeds)}. Ours: "
             f"{t.epochs} epochs of {size:,} training examples, batch {t.batch_size}, "
             f"{o.optimizer} (lr {o.lr:g}), {base.schedule.schedule} schedule, "
             f"{t.precision}{loc}. {exp.note}\n")
