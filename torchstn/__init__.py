@@ -27,7 +27,7 @@ from .warping import Backend, list_backends, register_backend, warp
 register_backend(NumbaBackend())
 register_backend(TritonBackend(), first=False)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FAR",
