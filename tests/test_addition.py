@@ -37,11 +37,11 @@ def test_training_pairs_are_two_distorted_digits_and_their_sum(data_dir):
 
 def test_each_label_is_the_sum_of_the_two_digits_in_its_channels(data_dir):
     """Replays the epoch's stream: the two shuffles, then each batch's two distortions."""
-    from torchstn.experiments.data.mnist import _epoch_generator
+    from torchstn.experiments.data.mnist import epoch_generator
 
     data = AdditionMNIST(data_dir=data_dir, train_size=200, seed=5)
     x, y = next(iter(data.train_batches(3, 64)))
-    gen = _epoch_generator(5, 3)
+    gen = epoch_generator(5, 3)
     first, second = torch.randperm(200, generator=gen), torch.randperm(200, generator=gen)
     a, _ = distort(data.train_x[first[:64]], "rts", gen)
     b, _ = distort(data.train_x[second[:64]], "rts", gen)

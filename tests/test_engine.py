@@ -369,7 +369,7 @@ def test_atomic_writes_name_their_temporaries_so_that_only_they_are_removed(tmp_
 
 
 def test_table_cells_say_how_many_seeds_finished():
-    from torchstn.experiments.reports.reproduce import _cell
+    from torchstn.experiments.reports.reproduce import table_cell as _cell
     assert _cell([], 3) == "-"
     assert _cell([1.25], 1) == "1.25"
     assert _cell([1.0, 2.0, 3.0], 3) == "2.00 ± 1.00"

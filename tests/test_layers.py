@@ -49,7 +49,7 @@ def _imports(module: str, is_package: bool, source: str, modules: set[str]):
         # `from . import sub`: the submodule is what is imported.
         subs = [f"{target}.{n}" if target else n for n in names]
         if all(s in modules for s in subs):
-            for s, n in zip(subs, names):
+            for s in subs:
                 yield s, [], node.lineno
         else:
             yield target, names, node.lineno
@@ -69,7 +69,7 @@ def check_layers(sources: dict[str, tuple[bool, str]]) -> list[str]:
                 problems.append(f"{module}:{line} imports {target}, a layer above it")
             if target != module:
                 for name in names:
-                    if name.startswith("_"):
+                    if name.startswith("_") and not name.endswith("__"):
                         problems.append(f"{module}:{line} uses private name {name} of "
                                         f"{target}")
     # Circles: strongly connected components of more than one module (Tarjan).

@@ -29,6 +29,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union
 
+from .optim import OPTIMIZERS
+from .options import SEED_MAX, option
+from .schedules import SCHEDULES
+from .tasks import DEFAULT_TASK, TASKS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -42,38 +47,15 @@ __all__ = ["PRECISIONS", "SEED_MAX", "OptimConfig", "RunConfig", "ScheduleConfig
 SECTIONS = ("task", "train", "optim", "schedule")
 #: ``train.precision`` values; ``auto`` is resolved per machine when a run trains.
 PRECISIONS = ("fp32", "bf16", "auto")
-SEED_MAX = 2**31 - 1
 _SUPPORTED = "int, float, str, bool, list[int], list[float], list[str] (or X | None)"
 
 
 def _optimizers() -> list[str]:
-    from .engine.optim import OPTIMIZERS  # the engine imports this module
-
     return OPTIMIZERS.names()
 
 
 def _schedules() -> list[str]:
-    from .engine.schedules import SCHEDULES
-
     return SCHEDULES.names()
-
-
-def option(default: Any, help: str, *, choices=None, minimum=None, maximum=None,
-           above=None) -> Any:
-    """A dataclass field with what the CLI and the checks need to know.
-
-    Args:
-        default: the default value (``None``: resolved from other fields).
-        help: the flag's help text.
-        choices: a callable returning the allowed values (read late, so registries that
-            fill up on import are complete).
-        minimum: smallest allowed value (inclusive).
-        maximum: largest allowed value (inclusive).
-        above: values must be greater than this.
-    """
-    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "above": above}
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -173,8 +155,6 @@ def _check_table(key: str, value: Any) -> None:
 
 
 def _task_config_class(name: object) -> type:
-    from .tasks import TASKS
-
     return TASKS.get(name).Config
 
 
@@ -281,8 +261,6 @@ def config_from_dict(data: Any, where: str = "config") -> RunConfig:
                          f"{', '.join(SECTIONS)})")
     task = data.get("task", {})
     _check_table("task", task)
-    from .tasks import DEFAULT_TASK, TASKS
-
     name = task.get("name", DEFAULT_TASK)
     TASKS.check(name, "config key 'task.name'")
     return RunConfig(**{key: _section_from_dict(cls, data.get(key, {}), key)
@@ -382,8 +360,6 @@ def make_config(task: str | None = None, **options: Any) -> RunConfig:
         >>> cfg.task.distortion, cfg.train.epochs, cfg.optim.lr
         ('rts', 2, 0.01)
     """
-    from .tasks import DEFAULT_TASK
-
     return config_from_dict(flat_overrides({}, options, task or DEFAULT_TASK))
 
 
@@ -407,9 +383,7 @@ def add_config_flags(parser: argparse.ArgumentParser, task_name: str, *,
         if typing.get_origin(hint) in (Union, types.UnionType):
             base = next(a for a in typing.get_args(hint) if a is not type(None))
         if key == "task":
-            from .tasks import TASKS
-
-            kwargs.update(choices=TASKS.names(), metavar="NAME")
+                    kwargs.update(choices=TASKS.names(), metavar="NAME")
         elif base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(base) is list:

@@ -31,6 +31,7 @@ from torchstn.modules import SpatialTransformer
 from torchstn.multi import ParallelTransformer
 
 from .data.addition import NUM_SUMS
+from .data.mnist3d import SLAB
 from .data.svhn import MAX_DIGITS, NO_DIGIT
 
 __all__ = ["ADDITION_MODELS", "HOUSE_MODELS", "MNIST3D_MODELS", "MODELS", "HouseNumberNet",
@@ -207,8 +208,6 @@ class Projection(nn.Module):
 def _proj_cnn(size: int = 60):
     """No transformer: the input volume projected along depth, average-pooled by 2, into
     the Table 1 CNN."""
-    from .data.mnist3d import SLAB
-
     return nn.Sequential(Projection(SLAB), nn.AvgPool2d(2), cnn(size // 2))
 
 
@@ -217,8 +216,6 @@ def _st3d_cnn(size: int = 60):
     output projected along depth, into the Table 1 CNN. Localisation: max-pool 2, two 3-D
     convolutions (8 and 16 filters of 5x5x5) around a max-pool, average-pooled to 3x3x3,
     a layer of 32."""
-    from .data.mnist3d import SLAB
-
     half = size // 2
     loc = nn.Sequential(
         nn.MaxPool3d(2), nn.Conv3d(1, 8, 5), nn.ReLU(), nn.MaxPool3d(2),

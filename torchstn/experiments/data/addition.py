@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from .distortions import distort, to_device
-from .mnist import DistortedMNIST, _epoch_generator, shard_rows
+from .mnist import DistortedMNIST, epoch_generator, shard_rows
 
 __all__ = ["NUM_SUMS", "AdditionMNIST"]
 
@@ -37,7 +37,7 @@ class AdditionMNIST(DistortedMNIST):
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
                       world: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
         """Batches ``(x (B, 2, 42, 42) float32 in [0, 1], y (B,) sums)`` of one epoch."""
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         n = len(self.train_x)
         first, second = torch.randperm(n, generator=gen), torch.randperm(n, generator=gen)
         device = self.train_x.device

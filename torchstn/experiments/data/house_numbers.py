@@ -29,7 +29,7 @@ from torchstn.warping import warp
 
 from .distortions import to_device
 from .idx import load_idx_dataset
-from .mnist import _check_size, _epoch_generator, shard_rows, validation_split
+from .mnist import check_size, epoch_generator, shard_rows, validation_split
 from .svhn import MAX_DIGITS, NO_DIGIT
 
 __all__ = ["CANVAS", "HouseNumbers", "SVHNData", "centre_crop", "draw_numbers",
@@ -187,7 +187,7 @@ class HouseNumbers:
             train_x, train_y = train_x[rows], train_y[rows]
         else:
             test_x, test_y = load_idx_dataset("mnist", "test", data_dir)
-        _check_size("train_digits", train_digits, len(train_x), "the training digits")
+        check_size("train_digits", train_digits, len(train_x), "the training digits")
         self.train_x = train_x[:train_digits].to(self.device)
         self.train_y = train_y[:train_digits].to(self.device)
         self.test_x, self.test_y = test_x, test_y
@@ -197,7 +197,7 @@ class HouseNumbers:
                       crop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The ``train_size`` numbers of ``epoch`` in batches (this rank's shard of each),
         each cut to a random ``crop x crop`` window if ``crop`` is given."""
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         for start in range(0, self.train_size, batch_size):
             m = min(batch_size, self.train_size - start)
             drawn = draw_numbers(m, gen, len(self.train_x), self.variant)
@@ -277,8 +277,8 @@ class SVHNData:
             test = load_svhn_numbers("test", size, data_dir)
             self.test_x, self.test_y = test.images, test.labels
             self.dropped += test.dropped
-        _check_size("train_size", train_size, len(images), "the training numbers")
-        _check_size("test_size", test_size, len(self.test_x), "the test numbers")
+        check_size("train_size", train_size, len(images), "the training numbers")
+        check_size("test_size", test_size, len(self.test_x), "the test numbers")
         self.train_x = images[:train_size].to(self.device)
         self.train_y = labels[:train_size].to(self.device)
         self.test_x, self.test_y = self.test_x[:test_size], self.test_y[:test_size]
@@ -290,7 +290,7 @@ class SVHNData:
 
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0, world: int = 1,
                       crop: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(len(self.train_x), generator=gen)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

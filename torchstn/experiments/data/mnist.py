@@ -9,7 +9,8 @@ import torch
 from .distortions import distort, output_size, to_device
 from .idx import load_idx_dataset
 
-__all__ = ["VAL_SEED", "DistortedMNIST", "shard_rows", "validation_split"]
+__all__ = ["VAL_SEED", "DistortedMNIST", "check_size", "epoch_generator", "shard_rows",
+           "validation_split"]
 
 
 def shard_rows(n: int, rank: int, world: int) -> slice:
@@ -21,7 +22,7 @@ def shard_rows(n: int, rank: int, world: int) -> slice:
     return slice(rank * n // world, (rank + 1) * n // world)
 
 
-def _check_size(name: str, value: int | None, available: int, what: str) -> None:
+def check_size(name: str, value: int | None, available: int, what: str) -> None:
     if value is not None and value > available:
         raise ValueError(f"{name} must be at most {available} ({what}), got {value}")
 
@@ -43,7 +44,7 @@ def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]
     return order[: n - val_size].sort().values, order[n - val_size :].sort().values
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # One independent stream per (seed, epoch): a resumed run redraws exactly the data
     # the uninterrupted run would have drawn.
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -97,7 +98,7 @@ class DistortedMNIST:
             self._train_digits = None  # read on first use
             test_x, test_y = load_idx_dataset(dataset, "test", data_dir)
         what = "the validation digits" if val_size else f"the test digits of {dataset}"
-        _check_size("test_size", test_size, len(test_x), what)
+        check_size("test_size", test_size, len(test_x), what)
         self.test_x, self.test_y = test_x[:test_size], test_y[:test_size]
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self._train: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -108,7 +109,7 @@ class DistortedMNIST:
         if self._train is None:
             train_x, train_y = self._train_digits or load_idx_dataset(
                 self.dataset, "train", self.data_dir)
-            _check_size("train_size", self.train_size, len(train_x),
+            check_size("train_size", self.train_size, len(train_x),
                         f"the training digits of {self.dataset}")
             pool = train_x.to(self.device)  # tc clutter comes from the whole training split
             self._train = (pool[:self.train_size],
@@ -135,7 +136,7 @@ class DistortedMNIST:
         shards and only shard ``rank`` is made: the ranks together see exactly the batches
         of a single process.
         """
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(len(self.train_x), generator=gen)
         for start in range(0, len(order), batch_size):
             idx = to_device(order[start : start + batch_size], self.train_x.device)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import torch
 
 from .distortions import to_device
-from .mnist import DistortedMNIST, _epoch_generator, shard_rows
+from .mnist import DistortedMNIST, epoch_generator, shard_rows
 
 __all__ = ["SLAB", "Mnist3D", "draw_poses", "render_volumes"]
 
@@ -118,7 +118,7 @@ class Mnist3D(DistortedMNIST):
 
     def train_batches(self, epoch: int, batch_size: int, *, rank: int = 0,
                       world: int = 1) -> Iterator[tuple[torch.Tensor, ...]]:
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(len(self.train_x), generator=gen)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -23,16 +23,17 @@ import torch
 from torch import nn
 
 from .._files import remove_temps
+from ..checkpoint import atomic_write_text, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..config import RunConfig, check_not_legacy, config_from_dict, config_to_dict
+from ..optim import build_optimizer
+from ..plots.figures import capture_transformers
+from ..schedules import set_lr
 from ..tasks import Task, build_task
-from .checkpoint import atomic_write_text, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .distributed import World, session
-from .optim import build_optimizer
 from .progress import Progress
-from .schedules import set_lr
 
-__all__ = ["CHECKPOINT", "count_parameters", "evaluate", "load_run", "native_bf16",
-           "resolve_precision", "train", "transformer_coverage"]
+__all__ = ["CHECKPOINT", "check_resumable", "count_parameters", "evaluate", "load_run",
+           "native_bf16", "resolve_precision", "train", "transformer_coverage"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -61,7 +62,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 _NOT_RECIPE = {"train.device"}
 
 
-def _check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
+def check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     """Refuse to resume a run of another task or another configuration (the device may
     differ)."""
     check_not_legacy(saved, f"{out}/{CHECKPOINT} config")
@@ -204,7 +205,7 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
                 raise ValueError(f"{ckpt} holds weights only (its optimizer state was "
                                  f"stripped when the run finished at epoch {meta['epoch']}): "
                                  "it cannot be trained further; choose another --out")
-            _check_resumable(meta["config"], cfg, out)
+            check_resumable(meta["config"], cfg, out)
             meta = load_checkpoint(ckpt, model, opt)
             history = meta["history"]
         if world.primary:
@@ -315,8 +316,6 @@ def transformer_coverage(task: Task, model: nn.Module) -> dict[str, float]:
         return {}
     if len(inputs) != 1:
         return {}
-    from ..reports.figures import capture_transformers
-
     try:
         records = capture_transformers(model, inputs[0])  # no_grad, eval mode, restored
     except Exception as exc:  # a diagnostic: it never ends a run
@@ -368,3 +367,7 @@ def load_run(out: str | Path, *, device: str | None = None,
     meta = load_checkpoint(ckpt, model)
     model.to(where).eval()
     return cfg, task, model, meta
+
+
+#: The name before 0.2 (``reports.reproduce`` used it across files).
+_check_resumable = check_resumable

@@ -11,7 +11,7 @@ from torchstn.transforms import get_transform, list_transforms
 from torchstn.warping import warp
 
 from ..data import load_idx_dataset
-from .viz import draw_grid, pyplot, save_figure
+from ..plots.viz import draw_grid, pyplot, save_figure
 
 __all__ = ["demo_params", "run_demo"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import RunConfig, make_config
 from ..engine import atomic_write_text, is_primary_process
-from .reproduce import _cell, _seed_errors, run_grid, seeds_phrase
+from .reproduce import run_grid, seed_errors, seeds_phrase, table_cell
 
 __all__ = ["HOUSE_EXPERIMENTS", "LOOSE_ST_SIZE", "PAPER_TABLE2", "house_base", "house_cell",
            "house_markdown", "run_house_numbers"]
@@ -70,8 +70,8 @@ def house_markdown(name: str, root: Path, models, sizes, seeds: int, base: RunCo
     for model in models:
         cells = []
         for size in sizes:
-            errors = _seed_errors(root / str(size) / model, seeds, house_cell(base, size, model))
-            cells += [_cell(errors, seeds), str(PAPER_TABLE2[size][model])]
+            errors = seed_errors(root / str(size) / model, seeds, house_cell(base, size, model))
+            cells += [table_cell(errors, seeds), str(PAPER_TABLE2[size][model])]
         lines.append(f"| {_LABELS[model]} | " + " | ".join(cells) + " |")
     t, o, task = base.train, base.optim, base.task
     data = (f"synthetic house numbers from MNIST, {task.train_size:,} fresh numbers per "

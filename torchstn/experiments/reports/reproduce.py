@@ -13,10 +13,17 @@ from torch import nn
 
 from torchstn.modules import find_transformers
 
-from ..config import RunConfig, make_config
-from ..engine import CHECKPOINT, atomic_write_text, is_primary_process, train
-from ..engine.checkpoint import strip_optimizer
-from ..engine.loop import _check_resumable
+from ..checkpoint import strip_optimizer
+from ..config import RunConfig, config_fields, make_config
+from ..engine import (
+    CHECKPOINT,
+    atomic_write_text,
+    check_resumable,
+    count_parameters,
+    is_primary_process,
+    train,
+)
+from ..models import ADDITION_MODELS, MNIST3D_MODELS, build_addition_model
 
 if TYPE_CHECKING:
     from ..tasks.colocalization import CoLocalizationConfig
@@ -26,7 +33,8 @@ __all__ = ["ADDITION_ROWS", "COLOC_RECIPE", "PAPER_COLOC", "coloc_base", "coloc_
            "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
            "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
            "experiment_base", "experiment_recipe", "finished_runs", "row_config", "rows_markdown",
-           "run_addition", "run_grid", "run_rows", "run_table1", "seeds_phrase",
+           "run_addition", "run_grid", "run_rows", "run_table1", "seed_errors",
+           "seeds_phrase", "table_cell",
            "table1_base", "table1_cell", "table1_markdown"]
 
 # Jaderberg et al. 2015, Table 1 (left): % test error on distorted MNIST.
@@ -63,7 +71,7 @@ def _run_dir(root: Path, distortion: str, model: str, seed: int) -> Path:
     return root / distortion / model / f"seed{seed}"
 
 
-def _cell(errors: list[float], seeds: int) -> str:
+def table_cell(errors: list[float], seeds: int) -> str:
     """Mean ± standard deviation of ``errors``; ``(n=K)`` where fewer than ``seeds``
     runs have finished."""
     if not errors:
@@ -95,10 +103,10 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
     for model in models:
         row = [_LABELS.get(model, model)]
         for d in distortions:
-            errors = _seed_errors(_run_dir(root, d, model, 0).parent, seeds,
+            errors = seed_errors(_run_dir(root, d, model, 0).parent, seeds,
                                   table1_cell(base, d, model, 0))
             paper = PAPER_TABLE1.get(model, {}).get(d)
-            row += [_cell(errors, seeds), "-" if paper is None else f"{paper}"]
+            row += [table_cell(errors, seeds), "-" if paper is None else f"{paper}"]
         lines.append("| " + " | ".join(row) + " |")
     train_size = (base.task.train_size or 60000) - base.task.val_size
     test_size = base.task.test_size or 10000
@@ -156,7 +164,7 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
             metrics = run / "metrics.json"
             done = metrics.is_file() and json.loads(metrics.read_text())["epochs_done"]
             if done and done >= cfg.train.epochs:
-                _check_resumable(json.loads((run / "config.json").read_text()), cfg, run)
+                check_resumable(json.loads((run / "config.json").read_text()), cfg, run)
                 continue
             if is_primary_process():
                 print(f"== {' on '.join(reversed(label))} (seed {seed}) -> {run}",
@@ -180,7 +188,7 @@ def finished_runs(folder: Path, seeds: int, cfg: RunConfig) -> list[dict]:
         data = json.loads(metrics.read_text())
         want = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
         try:
-            _check_resumable(json.loads((run / "config.json").read_text()), want, run)
+            check_resumable(json.loads((run / "config.json").read_text()), want, run)
         except ValueError:
             continue
         if data["epochs_done"] >= cfg.train.epochs:
@@ -188,7 +196,7 @@ def finished_runs(folder: Path, seeds: int, cfg: RunConfig) -> list[dict]:
     return runs
 
 
-def _seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
+def seed_errors(folder: Path, seeds: int, cfg: RunConfig) -> list[float]:
     """Test errors of :func:`finished_runs`."""
     return [data["test_error"] for data in finished_runs(folder, seeds, cfg)]
 
@@ -210,8 +218,6 @@ ADDITION_ROWS = ["fcn", "cnn", "st-fcn-affine", "st-fcn-projective", "st-fcn-tps
 
 def _recipe_for(task: str) -> dict:
     """:data:`TABLE1_RECIPE`, less the keys ``task`` has no field for."""
-    from ..config import config_fields
-
     fields = config_fields(task)
     return {k: v for k, v in TABLE1_RECIPE.items() if k in fields}
 
@@ -280,10 +286,10 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
     lines = ["| model | parameters | ours | paper |", "|---|---|---|---|"]
     for model in models:
         cfg = row_config(base, model)
-        errors = _seed_errors(root / model, seeds, cfg)
+        errors = seed_errors(root / model, seeds, cfg)
         paper = exp.paper.get(model)
         counts = _parameters(cfg.task)
-        lines.append(f"| {model} | {counts:,} | {_cell(errors, seeds)} | "
+        lines.append(f"| {model} | {counts:,} | {table_cell(errors, seeds)} | "
                      f"{'-' if paper is None else paper} |")
     o, t = base.optim, base.train
     size = base.task.train_size or 60000
@@ -298,16 +304,12 @@ def rows_markdown(name: str, root: Path, models, seeds: int, base: RunConfig) ->
 
 
 def _row_model(task_cfg) -> nn.Module:
-    from ..models import ADDITION_MODELS, MNIST3D_MODELS, build_addition_model
-
     if task_cfg.name == "mnist-addition" and task_cfg.model in ADDITION_MODELS.names():
         return build_addition_model(task_cfg.model)
     return MNIST3D_MODELS.get(task_cfg.model)(task_cfg.size)
 
 
 def _parameters(task_cfg) -> int:
-    from ..engine import count_parameters
-
     return count_parameters(_row_model(task_cfg))
 
 
@@ -395,7 +397,7 @@ def coloc_markdown(root: Path, variants, digits, seeds: int, base: RunConfig) ->
         cells = []
         for v in variants:
             runs = finished_runs(root / v / f"digit{digit}", seeds, coloc_cell(base, v, digit))
-            cells += [_cell([r["test_hit_rate"] for r in runs], seeds), PAPER_COLOC[v]]
+            cells += [table_cell([r["test_hit_rate"] for r in runs], seeds), PAPER_COLOC[v]]
         lines.append(f"| {digit} | " + " | ".join(cells) + " |")
     t, c = base.train, base.task
     note = (f"\n% of the {c.images} images of a digit whose crop has IoU > 0.5 with the "

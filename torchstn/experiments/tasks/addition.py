@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..config import SEED_MAX, option
 from ..data.addition import AdditionMNIST
 from ..data.idx import download
 from ..models import ADDITION_MODELS, build_addition_model
-from . import TASKS, Task
+from ..options import SEED_MAX, option
+from .base import TASKS, Task
 from .digits import DistortedDigits
 
 __all__ = ["AdditionConfig", "MNISTAddition"]

@@ -29,12 +29,14 @@ from torch import nn
 from torchstn.modules import LocalizationNet, SpatialTransformer
 from torchstn.warping import warp
 
-from ..config import SEED_MAX, option
+from ..checkpoint import atomic_write_text, load_checkpoint
 from ..data.colocalization import CANVAS, DIGIT, box_iou, colocalization_images
 from ..data.idx import download
 from ..data.mnist import shard_rows
-from ..engine.checkpoint import atomic_write_text
-from . import TASKS, Task
+from ..models import cnn
+from ..options import SEED_MAX, option
+from ..plots.figures import colocalization_figure, curves_figure
+from .base import TASKS, Task
 
 __all__ = ["CoLocalization", "CoLocalizationConfig", "CoLocalizer", "crop_boxes", "encoder_side",
            "random_patches"]
@@ -179,8 +181,6 @@ class CoLocalizer(nn.Module):
                  side: int = DIGIT, encoding: str = "maps", bounded: bool = False):
         super().__init__()
         self.fixed_scale, self.bounded = bool(fixed_scale), bool(bounded)
-        from ..models import cnn
-
         if not 0 < init_scale < 1:
             raise ValueError(f"init_scale must be between 0 and 1 (the crop's side over the "
                              f"canvas'), got {init_scale!r}")
@@ -252,9 +252,6 @@ class CoLocalization(Task):
                            encoding=self.cfg.encoding, bounded=self.cfg.shrink_epochs > 0)
 
     def init_model(self, model: nn.Module) -> None:
-        from ..engine.checkpoint import load_checkpoint
-        from ..models import cnn
-
         run = Path(self.cfg.encoder)
         donor = cnn(encoder_side(run))
         load_checkpoint(run / "checkpoint.safetensors", donor)
@@ -356,8 +353,6 @@ class CoLocalization(Task):
         return (self._x(torch.arange(min(batch_size, self.cfg.images))),)
 
     def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
-        from ..reports.figures import colocalization_figure, curves_figure
-
         tracks_path = Path(out) / "tracks.json"
         tracks = json.loads(tracks_path.read_text()) if tracks_path.is_file() else []
         n = min(10, self.cfg.images)

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import SEED_MAX, option
 from ..data.distortions import DISTORTIONS, output_size
 from ..data.idx import DATASETS, download
 from ..data.mnist import DistortedMNIST, shard_rows
 from ..models import MODELS, build_model
-from . import TASKS, Task
+from ..options import SEED_MAX, option
+from ..plots.figures import save_run_figures
+from .base import TASKS, Task
 
 __all__ = ["DigitsConfig", "DistortedDigits"]
 
@@ -137,6 +138,4 @@ class DistortedDigits(Task):
         return self.data.test_set()[0][:n].to(self.device).float() / 255
 
     def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
-        from ..reports.figures import save_run_figures
-
         return save_run_figures(out, model, self.test_images(), history, self.describe())

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import SEED_MAX, option
 from ..data.house_numbers import CANVAS, HouseNumbers, SVHNData, centre_crop
-from ..data.idx import download
+from ..data.idx import download, resolve_data_dir
 from ..data.mnist import shard_rows
 from ..data.svhn import MAX_DIGITS, NO_DIGIT
 from ..models import HOUSE_CLASSES, HOUSE_LENGTHS, HOUSE_MIN_SIDE, HOUSE_MODELS, build_house_model
-from . import TASKS, Task
+from ..options import SEED_MAX, option
+from ..plots.figures import curves_figure, house_numbers_figure
+from .base import TASKS, Task
 
 __all__ = ["HouseNumbersConfig", "SVHNConfig", "read_numbers", "sequence_loss"]
 
@@ -160,10 +162,6 @@ class _HouseNumberTask(Task):
     def figures(self, out, model: nn.Module, history: list[dict]) -> list:
         """``regions.png`` (the paper's Fig. 4: where each transformer reads the input),
         ``curves.png``."""
-        from pathlib import Path
-
-        from ..reports.figures import curves_figure, house_numbers_figure
-
         out = Path(out)
         x = centre_crop(self.data.test_set()[0][:10], self.crop).to(self.device).float() / 255
         label = self.describe()
@@ -272,8 +270,6 @@ class SVHN(_HouseNumberTask):
 
     @classmethod
     def download(cls, cfg: SVHNConfig, data_dir=None) -> None:
-        from ..data.idx import resolve_data_dir
-
         raise ValueError("SVHN is not downloaded by torchstn (1.3 GB in format 1): put the "
                          "published train.tar.gz, test.tar.gz and extra.tar.gz of "
                          "http://ufldl.stanford.edu/housenumbers/ (or their unpacked "

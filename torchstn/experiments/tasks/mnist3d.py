@@ -9,11 +9,12 @@ from typing import Any
 
 from torch import nn
 
-from ..config import SEED_MAX, option
 from ..data.idx import download
 from ..data.mnist3d import Mnist3D
 from ..models import MNIST3D_MODELS
-from . import TASKS, Task
+from ..options import SEED_MAX, option
+from ..plots.figures import curves_figure, projection_figure
+from .base import TASKS, Task
 from .digits import DistortedDigits
 
 __all__ = ["Mnist3DConfig", "Mnist3DTask"]
@@ -68,8 +69,6 @@ class Mnist3DTask(DistortedDigits):
         return f"{self.cfg.model} on 3-D MNIST"
 
     def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
-        from ..reports.figures import curves_figure, projection_figure
-
         paths = [projection_figure(model, self.test_images(10), Path(out) / "projections.png",
                                    title=self.describe())]
         if history:
