@@ -76,6 +76,7 @@ def test_two_processes_train_what_one_process_trains(data_dir, tmp_path):
         "transformer.png"]
 
 
+@pytest.mark.slow  # two processes for 20-40 s; the first test here covers DDP
 def test_two_processes_train_house_numbers_as_one_process_does(data_dir, tmp_path):
     """The sequence task under torchrun (what `reproduce svhn` runs on many GPUs): each
     rank renders and crops its shard of every batch of numbers (the last, 23, splits 11 /
@@ -97,6 +98,7 @@ def test_two_processes_train_house_numbers_as_one_process_does(data_dir, tmp_pat
         one["history"][0]["train_loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # two processes for 20-40 s; the first test here covers DDP
 def test_a_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(data_dir, tmp_path):
     """SIGKILL to both ranks and torchrun once the first epoch's checkpoint exists, then
     --resume. 1,025 digits in batches of 128: the last batch has one image, so rank 0's
