@@ -147,3 +147,28 @@ def test_resume_with_the_run_folder_alone_continues_from_its_saved_configuration
     assert main(["train", "--out", str(hn), "--resume", "--data-dir", str(data_dir),
                  "--no-progress"]) == 0
     assert json.loads((hn / "metrics.json").read_text())["epochs_done"] == 2
+
+
+def test_reproduce_has_a_subcommand_per_experiment_of_the_one_table(capsys, monkeypatch):
+    import pytest
+
+    from torchstn.experiments.reports import experiments as ex
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    out = capsys.readouterr().out
+    assert list(ex.EXPERIMENT_TABLE) == ["table1", "addition", "mnist3d", "colocalization",
+                                         "house-numbers", "svhn"]
+    for name in ex.EXPERIMENT_TABLE:
+        assert f"    {name} " in out or f"    {name}\n" in out, name
+    # The entry's runner gets the grid's selections and the recipe under the flags.
+    seen = {}
+    fake = ex.Experiment("table1", "distorted-digits", "t", lambda: {"epochs": 3},
+                         lambda out, **kw: seen.update(out=out, **kw) or "the table",
+                         (ex.Selection("distortions", "d"),))
+    monkeypatch.setitem(ex.EXPERIMENT_TABLE, "table1", fake)
+    assert main(["reproduce", "table1", "--distortions", "r", "--out", "x", "--lr",
+                 "0.5"]) == 0
+    assert seen["out"] == "x" and seen["distortions"] == ["r"] and seen["seeds"] == 1
+    assert seen["base"].train.epochs == 3 and seen["base"].optim.lr == 0.5
+    assert "the table" in capsys.readouterr().out

@@ -16,15 +16,6 @@ __all__ = ["build_parser", "main"]
 
 _DATA_HELP = ("data root holding <dataset>/... (default: $TORCHSTN_DATA, else "
               "~/.cache/torchstn)")
-# Set per cell by `reproduce`, so not flags there (and its tables are test errors: no
-# validation split).
-_CELL_FIELDS = {"distortion", "model", "seed", "st_downsample", "task", "val_size"}
-# ... and in the house-number grids, the crop size (64 / 128) too.
-_HOUSE_CELL_FIELDS = _CELL_FIELDS | {"variant", "size", "st_size"}
-# ... and in the co-localisation grid, the digit and the variant (clutter).
-_COLOC_CELL_FIELDS = {"task", "seed", "digit", "clutter"}
-
-
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help=_DATA_HELP)
     p.add_argument("--download", action="store_true",
@@ -177,33 +168,15 @@ def _show(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from .engine import is_primary_process
-    from .reports import reproduce as rep
+    from .reports.experiments import EXPERIMENT_TABLE
 
     _threads(args)
-    name = args.experiment
-    if name in ("house-numbers", "svhn"):
-        from .reports import house_numbers as hn
-
-        task, recipe = hn.HOUSE_EXPERIMENTS[name]["task"], hn.HOUSE_EXPERIMENTS[name]["recipe"]
-    else:
-        task, recipe = {"table1": ("distorted-digits", rep.TABLE1_RECIPE),
-                        "colocalization": ("colocalization", rep.COLOC_RECIPE)}.get(name) or (
-            rep.EXPERIMENTS[name].task, rep.experiment_recipe(name))
-    base = _config(args, task, recipe).resolved()
+    exp = EXPERIMENT_TABLE[args.experiment]
+    base = _config(args, exp.task, exp.recipe()).resolved()
     _prepare_data(args, base)
-    common = dict(seeds=args.seeds, base=base, data_dir=args.data_dir,
-                  progress=not args.no_progress)
-    if name == "table1":
-        table = rep.run_table1(args.out, distortions=args.distortions, models=args.models,
-                               **common)
-    elif name == "colocalization":
-        table = rep.run_colocalization(args.out, variants=args.variants, digits=args.digits,
-                                       **common)
-    elif name in ("house-numbers", "svhn"):
-        table = hn.run_house_numbers(name, args.out, models=args.models, sizes=args.sizes,
-                                     **common)
-    else:
-        table = rep.run_rows(name, args.out, models=args.models, **common)
+    chosen = {sel.name: getattr(args, sel.name) for sel in exp.selections}
+    table = exp.runner(args.out, seeds=args.seeds, base=base, data_dir=args.data_dir,
+                       progress=not args.no_progress, **chosen)
     if is_primary_process():
         print(table)
         print(f"wrote {args.out}/{args.experiment}.md")
@@ -332,43 +305,21 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper: a grid of "
                                            "runs at the chosen recipe, beside the paper")
     experiments = rep.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
-    for name, grid_task, rows, text in (
-            ("table1", "distorted-digits", "the 8 Table 1 rows",
-             "Table 1: distorted MNIST (R, RTS, P, E, TC)"),
-            ("addition", "mnist-addition", "FCN, CNN, ST-FCN and 2xST-FCN of each family",
-             "MNIST addition (appendix A.1)"),
-            ("mnist3d", "mnist3d", "proj-cnn and st3d-cnn",
-             "3-D MNIST (appendix A.3): with and without a 3-D transformer"),
-            ("colocalization", "colocalization", None,
-             "co-localisation (appendix A.2): digits 0-9 on T and TC, without labels"),
-            ("house-numbers", "house-numbers", "cnn st-cnn-single st-cnn-multi",
-             "Table 2 on synthetic house numbers from MNIST, at a width for 2 CPU cores"),
-            ("svhn", "svhn", "cnn st-cnn-single st-cnn-multi",
-             "Table 2: SVHN house numbers (format 1 files under <data-dir>/svhn/)")):
-        exp = experiments.add_parser(name, help=text, description=text)
-        if name == "table1":
-            exp.add_argument("--distortions", nargs="+", default=None,
-                             help="among r rts p e tc (default: all; on tc only the cells "
-                                  "the paper reports)")
-        if name in ("house-numbers", "svhn"):
-            exp.add_argument("--sizes", nargs="+", type=int, default=None,
-                             help="among 64 (tight) and 128 (loose) (default: both)")
-        if name == "colocalization":
-            exp.add_argument("--variants", nargs="+", default=None,
-                             help="among t and tc (default: both)")
-            exp.add_argument("--digits", nargs="+", type=int, default=None,
-                             help="digit classes (default: 0 to 9)")
-        else:
-            exp.add_argument("--models", nargs="+", default=None, help=f"default: {rows}")
-        exp.add_argument("--seeds", type=int, default=1, help="seeds per cell (default: 1)")
-        exp.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")
-        exp.add_argument("--threads", type=int)
-        exp.add_argument("--no-progress", action="store_true")
-        _add_run_args(exp, grid_task, exclude=_HOUSE_CELL_FIELDS if name in (
-            "house-numbers", "svhn") else _COLOC_CELL_FIELDS if name == "colocalization"
-            else _CELL_FIELDS)
-        _add_data_args(exp)
-        exp.set_defaults(func=_reproduce)
+    from .reports.experiments import EXPERIMENT_TABLE
+
+    for name, exp in EXPERIMENT_TABLE.items():
+        parser_ = experiments.add_parser(name, help=exp.help, description=exp.help)
+        for sel in exp.selections:
+            parser_.add_argument(f"--{sel.name}", nargs="+", type=sel.type, default=None,
+                                 help=sel.help)
+        parser_.add_argument("--seeds", type=int, default=1,
+                             help="seeds per cell (default: 1)")
+        parser_.add_argument("--out", default=f"runs/{name}", help=f"default: runs/{name}")
+        parser_.add_argument("--threads", type=int)
+        parser_.add_argument("--no-progress", action="store_true")
+        _add_run_args(parser_, exp.task, exclude=exp.cell_fields)
+        _add_data_args(parser_)
+        parser_.set_defaults(func=_reproduce)
 
     cfg = sub.add_parser("config", help="print the run configuration as TOML (a starting "
                                         "point for --config; defaults derived from other "
