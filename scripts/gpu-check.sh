@@ -21,8 +21,8 @@ status=0
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   timeout 270 "$PY" scripts/gpu_check.py --device cuda || status=1
   if "$PY" -c "import pytest" 2>/dev/null; then
-    args=(tests/test_triton_backend.py)
-    "$PY" -c "import hypothesis" 2>/dev/null && args+=(tests/test_contract.py -k triton)
+    args=(tests/ops/test_triton_backend.py)
+    "$PY" -c "import hypothesis" 2>/dev/null && args+=(tests/ops/test_contract.py -k triton)
     timeout 90 "$PY" -m pytest -q -p no:cacheprovider "${args[@]}" || status=1
   else
     echo "pytest is not installed: the test-suite step is skipped (step 1 covers it)"

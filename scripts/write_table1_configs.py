@@ -1,6 +1,6 @@
 """Write configs/table1/<distortion>-<model>.toml: the runs `torchstn reproduce table1` makes.
 
-Usage: python scripts/write_table1_configs.py   (tests/test_config.py checks they agree)
+Usage: python scripts/write_table1_configs.py   (tests/experiments/test_config.py checks they agree)
 """
 
 from pathlib import Path

@@ -117,7 +117,7 @@ def _lattice_inverse(grid_size: int) -> tuple:
 
 # What torch.compiler.assume_constant_result(_lattice_inverse) does, without importing
 # torch._dynamo (a second of import time, Triton and SymPy with it) when torchstn is
-# imported; tests/test_operators.py checks that Dynamo still reads this mark.
+# imported; tests/ops/test_operators.py checks that Dynamo still reads this mark.
 _lattice_inverse._dynamo_marked_constant = True
 
 

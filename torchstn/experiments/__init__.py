@@ -2,7 +2,7 @@
 engine, reports (reproduce, tables, figures) and the ``torchstn`` command line.
 
 Layers, bottom to top, each importing only its own and those below it (at the top of a
-file or inside a function alike; ``tests/test_layers.py`` checks it, with no import
+file or inside a function alike; ``tests/experiments/test_layers.py`` checks it, with no import
 circle and no private name used outside its file):
 
 1. the small shared pieces: ``options`` (the config field helper, ``SEED_MAX``),

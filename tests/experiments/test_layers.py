@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "torchstn" / "experiments"
+ROOT = Path(__file__).resolve().parents[2] / "torchstn" / "experiments"
 
 #: Bottom to top: a module may import its own layer and those below, never above.
 LAYERS = [

@@ -24,7 +24,7 @@ from torchstn.experiments.config import (
 from torchstn.experiments.reports.reproduce import TABLE1_CELLS, table1_base, table1_cell
 from torchstn.experiments.tasks import TASKS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "table1"
 
 
 def _parse(argv):
