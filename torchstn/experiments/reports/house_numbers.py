@@ -37,7 +37,8 @@ _LABELS = {"cnn": "CNN", "st-cnn-single": "ST-CNN Single", "st-cnn-multi": "ST-C
 _COMMON = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, loc_lr_mult=1.0,
                precision="auto", channels_last=True, batch_size=128, schedule="step")
 #: The first transformer's output side at 128 px: it reads the 108x108 crop and samples
-#: the 54x54 window that the 64 px models see (2.9x cheaper for Single, 3.5x for Multi).
+#: the 54x54 window that the 64 px models see (Single trains 2.7x faster than sampling
+#: at full size: benchmarks/bench_train.py --suite house, docs/training.md).
 LOOSE_ST_SIZE = 54
 HOUSE_EXPERIMENTS = {
     "house-numbers": dict(task="house-numbers", recipe=dict(
