@@ -339,3 +339,42 @@ def test_a_first_transformer_may_sample_a_smaller_output(data_dir, tmp_path):
                       batch_size=32)
     metrics = train(cfg, tmp_path / "run", data_dir=data_dir, progress=False, figures=False)
     assert metrics["input"] == 108 and metrics["st_size"] == 54
+
+
+@pytest.mark.parametrize("variant", ["tight", "loose"])
+def test_the_ink_box_holds_the_rendered_number(data_dir, variant):
+    """``draw_numbers()["box"]``: the ink of every number (clutter left out) lies in its
+    box, but for the few pixels MNIST digits reach beyond the central 20x20 of their box;
+    ``box_share`` counts pixels of the central window the box covers."""
+    from torchstn.experiments.data import load_idx_dataset
+    from torchstn.experiments.data.house_numbers import CANVAS, box_share, render_numbers
+
+    pool = load_idx_dataset("mnist", "test", data_dir)[0][:500]
+    drawn = draw_numbers(60, torch.Generator().manual_seed(4), len(pool), variant)
+    for key in ("clutter", "piece", "clutter_theta"):
+        drawn.pop(key, None)
+    image = render_numbers(pool, drawn, variant, dtype=torch.float64)[:, 0]
+    size = CANVAS[variant]
+    centres = torch.arange(size, dtype=torch.float64) + 0.5
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    box = drawn["box"]
+    inside = ((xs >= box[:, 0, None, None]) & (xs <= box[:, 2, None, None])
+              & (ys >= box[:, 1, None, None]) & (ys <= box[:, 3, None, None]))
+    held = (image * inside).sum((1, 2)) / image.sum((1, 2))
+    assert held.mean() > 0.99 and held.min() > 0.9
+    # A box a quarter of the box (shrunk by half each way) holds much less: not vacuous.
+    mid = (box[:, :2] + box[:, 2:]) / 2
+    small = torch.cat([mid - (box[:, 2:] - box[:, :2]) / 4, mid + (box[:, 2:] - box[:, :2]) / 4], 1)
+    inside_small = ((xs >= small[:, 0, None, None]) & (xs <= small[:, 2, None, None])
+                    & (ys >= small[:, 1, None, None]) & (ys <= small[:, 3, None, None]))
+    assert ((image * inside_small).sum((1, 2)) / image.sum((1, 2))).mean() < 0.7
+    # The share against a count of pixel centres (1/8 pixel sub-grid) of the window.
+    window = size * 54 // 64
+    lo = (size - window) / 2
+    sub = lo + (torch.arange(window * 8, dtype=torch.float64) + 0.5) / 8
+    gy, gx = torch.meshgrid(sub, sub, indexing="ij")
+    for b, share in zip(box[:5], box_share(box[:5], size, window)):
+        covered = ((gx >= b[0]) & (gx <= b[2]) & (gy >= b[1]) & (gy <= b[3])).double().mean()
+        assert share.item() == pytest.approx(covered.item(), abs=2e-3)
+    assert box_share(torch.tensor([[-5.0, -5.0, 200.0, 200.0]]), size).item() == 1.0
+    assert box_share(torch.tensor([[0.0, 0.0, size / 2, size]]), size).item() == 0.5

@@ -32,7 +32,7 @@ from .idx import load_idx_dataset
 from .mnist import check_size, epoch_generator, shard_rows, validation_split
 from .svhn import MAX_DIGITS, NO_DIGIT
 
-__all__ = ["CANVAS", "HouseNumbers", "SVHNData", "centre_crop", "draw_numbers",
+__all__ = ["CANVAS", "HouseNumbers", "SVHNData", "box_share", "centre_crop", "draw_numbers",
            "random_crops", "render_numbers"]
 
 #: Canvas side of each variant.
@@ -56,8 +56,10 @@ def draw_numbers(n: int, gen: torch.Generator, pool_size: int, variant: str) -> 
 
     ``digits (n, 5)`` rows of the digit pool, ``lengths (n,)``, ``theta (n, 5, 6)`` the
     affine map of every digit slot (normalised canvas to normalised digit coordinates, as
-    :func:`torchstn.warp` takes), and for the loose variant the clutter's pool rows,
-    piece offsets and maps.
+    :func:`torchstn.warp` takes), ``box (n, 4)`` the number's ink box on the canvas
+    (pixels ``x0, y0, x1, y1``: the axis-aligned bounds of the distorted box of its
+    digits' ink), and for the loose variant the clutter's pool rows, piece offsets and
+    maps.
     """
     _check_variant(variant)
     size, k = CANVAS[variant], MAX_DIGITS
@@ -100,7 +102,14 @@ def draw_numbers(n: int, gen: torch.Generator, pool_size: int, variant: str) -> 
     to_digit = _affine(torch.diag_embed(torch.stack([inv, inv], -1)),
                        -torch.stack([cx, cy], -1) * inv.unsqueeze(-1))  # (n, k, 3, 3)
     theta = (to_digit @ u_to_layout.unsqueeze(1))[..., :2, :].reshape(n, k, 6)
-    drawn = {"digits": digits, "lengths": lengths, "theta": theta}
+    # The number's ink box on the canvas: the layout box's corners through the map, then
+    # their axis-aligned bounds (pixels, x0 y0 x1 y1; drawing nothing from gen).
+    corners = torch.stack([torch.stack([x0, y0], -1), torch.stack([x1, y0], -1),
+                           torch.stack([x0, y1], -1), torch.stack([x1, y1], -1)], 1)
+    on_canvas = (layout_to_canvas[:, None, :2, :2] @ corners.unsqueeze(-1)).squeeze(-1) \
+        + layout_to_canvas[:, None, :2, 2]
+    box = torch.cat([on_canvas.amin(1), on_canvas.amax(1)], -1)
+    drawn = {"digits": digits, "lengths": lengths, "theta": theta, "box": box}
     if variant == "loose":
         c = _CLUTTER
         drawn["clutter"] = torch.randint(0, pool_size, (n, c), generator=gen)
@@ -113,6 +122,17 @@ def draw_numbers(n: int, gen: torch.Generator, pool_size: int, variant: str) -> 
             [zoom_p, torch.zeros_like(zoom_p), -zoom_p * where[..., 0],
              torch.zeros_like(zoom_p), zoom_p, -zoom_p * where[..., 1]], -1)
     return drawn
+
+
+def box_share(box: torch.Tensor, size: int, window: int | None = None) -> torch.Tensor:
+    """``(n,)``: the share of the central ``window`` x ``window`` square of a ``size``
+    canvas (default: the whole canvas) that each ink ``box`` (pixels ``x0 y0 x1 y1``, as
+    :func:`draw_numbers` gives it) covers, the part outside the square left out."""
+    window = size if window is None else window
+    lo, hi = (size - window) / 2, (size + window) / 2
+    width = (box[:, 2].clamp(lo, hi) - box[:, 0].clamp(lo, hi)).clamp_min(0)
+    height = (box[:, 3].clamp(lo, hi) - box[:, 1].clamp(lo, hi)).clamp_min(0)
+    return width * height / window**2
 
 
 def _affine(lin: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
