@@ -39,3 +39,16 @@ def assert_fused_refusals(backend, x, p):
     tps = ts.get_transform("tps").identity()[None].to(x.device)
     with pytest.raises(ValueError, match="it supports the 2-D matrix families, got 'tps'"):
         ts.warp(x, tps, "tps", backend=backend)
+
+
+def fused_and_reference(backend, x, p, family, g, **kw):
+    """Output and gradients (input, params) for ``g`` of ``backend`` and of the reference
+    path, in that order, each ``(out, grad_x, grad_params)``."""
+    results = []
+    for name in (backend, "torch"):
+        xi = x.detach().clone().requires_grad_(True)
+        pi = p.detach().clone().requires_grad_(True)
+        out = ts.warp(xi, pi, family, backend=name, **kw)
+        gx, gp = torch.autograd.grad(out, (xi, pi), g)
+        results.append((out.detach(), gx, gp))
+    return results

@@ -150,8 +150,8 @@ def _writer(rank, out, data_dir, port, log):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from torchstn.experiments.engine import checkpoint
-    from torchstn.experiments.reports import viz
+    from torchstn.experiments import checkpoint
+    from torchstn.experiments.plots import viz
 
     # Every file the experiments write goes through atomic_write (checkpoints, JSON, CSV,
     # figures): record each call in both ranks.

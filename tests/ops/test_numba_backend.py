@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import assert_fused_refusals
+from helpers import assert_fused_refusals, fused_and_reference
 
 import torchstn as ts
 from torchstn import warping
@@ -29,16 +29,9 @@ def _params(family, n, dtype, generator, spread=0.3):
 
 def _both(x, p, family, **kw):
     """Output and gradients (input, params) of the fused and the reference path."""
-    results = []
     g = torch.randn(x.shape[0], x.shape[1], *(kw.get("out_size") or x.shape[2:]),
                     generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(x.dtype)
-    for backend in ("numba", "torch"):
-        xi = x.detach().clone().requires_grad_(True)
-        pi = p.detach().clone().requires_grad_(True)
-        out = ts.warp(xi, pi, family, backend=backend, **kw)
-        gx, gp = torch.autograd.grad(out, (xi, pi), g)
-        results.append((out.detach(), gx, gp))
-    return results
+    return fused_and_reference("numba", x, p, family, g, **kw)
 
 
 @pytest.fixture(params=["serial", "parallel"])

@@ -8,10 +8,10 @@ import re
 
 import pytest
 import torch
-from helpers import assert_fused_refusals, smooth_image
+from helpers import assert_fused_refusals, fused_and_reference, smooth_image
 
 import torchstn as ts
-from torchstn.ops.triton import backend as triton_backend
+from torchstn.ops.triton import launch as triton_launch
 
 pytest.importorskip("triton")
 
@@ -33,14 +33,7 @@ def _both(x, p, family, g=None, **kw):
     if g is None:
         g = torch.randn(x.shape[0], x.shape[1], *out_size,
                         generator=torch.Generator().manual_seed(5)).to(DEVICE, x.dtype)
-    results = []
-    for backend in ("triton", "torch"):
-        xi = x.detach().clone().requires_grad_(True)
-        pi = p.detach().clone().requires_grad_(True)
-        out = ts.warp(xi, pi, family, backend=backend, **kw)
-        gx, gp = torch.autograd.grad(out, (xi, pi), g)
-        results.append((out.detach(), gx, gp))
-    return results
+    return fused_and_reference("triton", x, p, family, g, **kw)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -197,7 +190,7 @@ def test_second_derivative_is_refused_clearly():
 
 def test_fixed_point_scale_bounds_every_sum():
     g = torch.tensor([[[[3.0, -1.0]]], [[[0.0, 0.0]]], [[[1e30, 1.0]]]])
-    scale, finite = triton_backend._fixed_point_scale(g)
+    scale, finite = triton_launch._fixed_point_scale(g)
     assert finite.all()
     assert scale[0] == 2.0 ** 60  # sum 4 -> 2^62 / 4
     assert scale[1] == 2.0 ** 100  # capped

@@ -19,10 +19,12 @@ Deterministic backward (bit-identical run to run, no floating-point atomics):
 These kernels also run on the CPU in Triton's interpreter (``TRITON_INTERPRET=1``), which
 is how the test suite checks them on machines without a GPU.
 
-Files: ``backend`` (:class:`TritonBackend`, the ``triton_op`` operators, the entry points
-``fused_forward`` / ``fused_backward``; imports no Triton); ``kernels`` (what the backend
-launches, and ``BLOCK``; importing it, on the first warp, imports Triton); ``forward``,
-``backward`` (the kernels); ``coords`` (the jit helpers they share).
+Files: ``backend`` (:class:`TritonBackend`; imports no Triton); ``ops`` (the
+``triton_op`` operators, defined on the first warp: ``triton_op`` imports Triton);
+``launch`` (the entry points ``fused_forward`` / ``fused_backward`` the operators call;
+imports no Triton); ``kernels`` (what the entry points launch, and ``BLOCK``; importing
+it, on the first warp, imports Triton); ``forward``, ``backward`` (the kernels);
+``coords`` (the jit helpers they share).
 """
 
 from .backend import TritonBackend

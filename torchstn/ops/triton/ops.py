@@ -18,7 +18,7 @@ import torch
 from ..._nonfinite import identity_where_nonfinite, nan_where
 from .._autograd import check_grad_out, check_out_size, register_warp_autograd
 from .._reference import reference_warp, register_reference
-from .backend import fused_backward, fused_forward
+from .launch import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
 
