@@ -3,12 +3,12 @@
 The standard call works: ``torch.onnx.export(model, (x,), "model.onnx", dynamo=True)``
 (and the legacy TorchScript exporter, ``dynamo=False``). The fused warps are PyTorch
 custom operators (``torch.ops.torchstn.numba_warp``, ``torch.ops.torchstn.triton_warp``)
-that ONNX does not know; each registers its reference decomposition with PyTorch when it
-is defined (:mod:`torchstn.ops._reference`): the family's sampling grid in plain tensor
-operations followed by ``grid_sample``, which the exporter writes as ONNX
-``GridSample``. So the ONNX model computes what ``backend="torch"`` computes; there is no
-second, hand-written ONNX graph of the warp to keep in step. Under TorchScript tracing the
-warps take the reference path directly.
+that ONNX does not know; under ``torch.onnx.export`` (and TorchScript tracing)
+:func:`torchstn.warp` takes the reference path instead, the operators' decomposition
+(:mod:`torchstn.ops._reference`): the family's sampling grid in plain tensor operations
+followed by ``grid_sample``, which the exporter writes as ONNX ``GridSample``. So the
+ONNX model computes what ``backend="torch"`` computes; there is no second, hand-written
+ONNX graph of the warp to keep in step.
 
 :func:`export_onnx` adds what the plain call leaves to the user: the batch dimension of
 every input left free, opset :data:`OPSET` (no version conversion on the way), a file

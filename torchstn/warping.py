@@ -255,9 +255,11 @@ def warp(
     call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
                     bool(align_corners))
     chosen = select_backend(backend, call)
-    if isinstance(chosen, FusedMatrixBackend) and torch.jit.is_tracing():
-        # TorchScript tracing (the legacy ONNX exporter) records operators it can
-        # translate: the reference path, which is what the fused operators decompose to.
+    if isinstance(chosen, FusedMatrixBackend) and (torch.onnx.is_in_onnx_export()
+                                                   or torch.jit.is_tracing()):
+        # ONNX has no fused warp: under torch.onnx.export (either exporter) and
+        # TorchScript tracing the warp takes the reference path, the fused operators'
+        # decomposition (torchstn.ops._reference), which ONNX writes as GridSample.
         chosen = BACKENDS.get("torch")
     device = input.device.type
     if torch.is_autocast_enabled(device):

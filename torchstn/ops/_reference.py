@@ -1,14 +1,21 @@
-"""The reference decomposition of the fused warp operators, registered with PyTorch.
+"""The reference decomposition of the fused warp operators.
 
 Each fused operator (``torchstn::numba_warp``, ``torchstn::triton_warp``) computes what
 the reference path computes: the family's sampling grid in plain tensor operations,
-then ``grid_sample``. That composition is registered once, when the operator is defined,
-as the operator's decomposition in PyTorch's table (``torch._decomp``), the way PyTorch
-decomposes its own composite operators. The standard ``torch.onnx.export(...,
-dynamo=True)`` consults that table for every operator ONNX has no translation of, so a
-model holding torchstn modules exports with the plain call: each fused warp becomes the
-grid's operations and ONNX ``GridSample``. ``torch.compile`` is unaffected (Inductor
-decomposes only the operators of its own list and keeps calling the fused kernels).
+then ``grid_sample``. ONNX knows no fused warp, so every ONNX export writes this
+composition (ONNX ``GridSample``):
+
+- the standard ``torch.onnx.export`` (either exporter): :func:`torchstn.warp` takes the
+  reference path while ``torch.onnx.is_in_onnx_export()`` (or TorchScript tracing) is
+  on, so the traced program never holds a fused operator;
+- :func:`torchstn.export.export_onnx` exports with ``torch.export`` (fused operators and
+  all) and then decomposes each operator with these functions.
+
+They are deliberately not registered in PyTorch's global decomposition table
+(``torch._decomp``): Inductor then refuses its fallback to the fused kernel when the
+``CI`` environment variable is set ("a decomposition exists, we should switch to it"),
+and fake tensors with symbolic shapes would run the decomposition instead of the
+operator's own fake kernel (other strides than the kernel's output).
 
 The non-finite rule is part of the decomposition, as of the operators: an image whose
 matrix has a NaN or inf entry is warped as the identity and its output set to NaN.
@@ -22,7 +29,7 @@ import torch.nn.functional as F
 from .._nonfinite import finite_rows, nan_where
 from ..grids import _affine_grid, _projective_grid, compute_dtype
 
-__all__ = ["reference_warp", "reference_warp_theta", "register_reference"]
+__all__ = ["reference_warp", "reference_warp_theta"]
 
 
 def reference_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
@@ -53,11 +60,3 @@ def reference_warp_theta(input: torch.Tensor, theta: torch.Tensor, out_h: int, o
     matrix = torch.cat([theta, eye[:, e:].expand(n, 9 - e)], dim=1).view(n, 3, 3)
     return reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
                           projective)
-
-
-def register_reference(op: torch._ops.OpOverload, fn) -> None:
-    """Register ``fn`` as the decomposition of operator ``op`` in PyTorch's table (once)."""
-    from torch._decomp import decomposition_table, register_decomposition
-
-    if op not in decomposition_table:
-        register_decomposition(op)(fn)

@@ -24,7 +24,6 @@ import torch
 from ..._nonfinite import identity_where_nonfinite
 from ...warping import FusedMatrixBackend, WarpCall
 from .._autograd import check_grad_out, check_out_size, register_warp_autograd
-from .._reference import reference_warp_theta, register_reference
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
@@ -228,7 +227,8 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
 # is warped as the identity and its output set to NaN; its gradients are zero. Applied
 # inside the implementation, where a data-dependent branch costs nothing and is invisible
 # to the compiler. The operator's decomposition is the reference path
-# (torchstn.ops._reference): the standard torch.onnx.export writes it.
+# (torchstn.ops._reference): ONNX exports write that (torchstn.warp takes it under
+# torch.onnx.export; torchstn.export.export_onnx decomposes an exported program to it).
 
 
 def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int) -> None:
@@ -313,7 +313,6 @@ def _(grad_out, input, theta, nearest, border, align_corners, projective, need_i
 
 register_warp_autograd(numba_warp, numba_warp_backward, torch.ops.torchstn.numba_warp_backward,
                        "numba")
-register_reference(torch.ops.torchstn.numba_warp.default, reference_warp_theta)
 
 
 class NumbaBackend(FusedMatrixBackend):

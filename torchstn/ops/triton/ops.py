@@ -17,7 +17,6 @@ import torch
 
 from ..._nonfinite import identity_where_nonfinite, nan_where
 from .._autograd import check_grad_out, check_out_size, register_warp_autograd
-from .._reference import reference_warp, register_reference
 from .launch import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
@@ -82,4 +81,3 @@ def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: to
 
 register_warp_autograd(triton_warp, triton_warp_backward,
                        torch.ops.torchstn.triton_warp_backward, "triton")
-register_reference(torch.ops.torchstn.triton_warp.default, reference_warp)
