@@ -252,8 +252,8 @@ def gpu_training(device, quick):
     from torchstn.experiments.config import OptimConfig
     from torchstn.experiments.data.distortions import distort, output_size
     from torchstn.experiments.engine.loop import autocast
-    from torchstn.experiments.engine.optim import build_optimizer
     from torchstn.experiments.models import build_model
+    from torchstn.experiments.optim import build_optimizer
 
     if device != "cuda":
         return "skipped (needs CUDA)"

@@ -14,7 +14,7 @@ import torch
 
 from torchstn.experiments.data.house_numbers import centre_crop
 from torchstn.experiments.engine.loop import load_run
-from torchstn.experiments.reports.figures import capture_transformers, composed_maps
+from torchstn.experiments.plots.figures import capture_transformers, composed_maps
 
 
 def describe(run: str, n: int = 500) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from torchstn.experiments.checkpoint import load_checkpoint
 from torchstn.experiments.data.distortions import DISTORTIONS, distort, output_size
 from torchstn.experiments.data.idx import load_idx_dataset
-from torchstn.experiments.engine.checkpoint import load_checkpoint
 from torchstn.experiments.models import build_model
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, float("inf"))

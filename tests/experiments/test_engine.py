@@ -431,18 +431,24 @@ def test_metrics_csv_holds_every_key_of_a_resumed_history(tmp_path):
     assert lines == ["epoch,test_error,seconds,st1_inside", "1,5.0,1.0,", "2,4.0,1.0,97.5"]
 
 
-def test_precision_auto_takes_bf16_only_where_native(data_dir, tmp_path, monkeypatch):
+def test_precision_auto_takes_bf16_only_where_native(data_dir, tmp_path, monkeypatch,
+                                                    capsys):
     import torchstn.experiments.engine.loop as loop
 
-    for native, want in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)
-        assert loop.native_bf16("cpu") is native
+    # oneDNN says "bf16 supported" on any AVX-512 CPU, where it emulates it: not asked.
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for avx512_bf16, amx, want in ((False, False, "fp32"), (True, False, "bf16"),
+                                   (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert loop.native_bf16("cpu") is (want == "bf16")
         assert loop.resolve_precision("auto", torch.device("cpu")) == want
         assert loop.resolve_precision("fp32", "cpu") == "fp32"
         assert loop.resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="precision must be fp32, bf16 or auto, got 'fp16'"):
         loop.resolve_precision("fp16", "cpu")
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     cfg = make_config(**{**TINY, "epochs": 1, "precision": "auto"})
     assert cfg.resolved().train.channels_last is None  # decided with the precision
     metrics = train(cfg, tmp_path / "auto", data_dir=data_dir, progress=False, figures=False)
@@ -457,6 +463,15 @@ def test_precision_auto_takes_bf16_only_where_native(data_dir, tmp_path, monkeyp
     # ... but a fixed precision is part of the recipe.
     fp32 = make_config(**{**TINY, "epochs": 1, "precision": "fp32"}).resolved()
     assert finished_runs(tmp_path / "grid", 1, fp32) == []
+    # A bf16 run resumed under auto here continues in fp32, and says so.
+    two = {**TINY, "epochs": 2}
+    train(make_config(**two, precision="bf16"), tmp_path / "moved", data_dir=data_dir,
+          progress=False, figures=False, stop_after=1)
+    capsys.readouterr()
+    metrics = train(make_config(**two, precision="auto"), tmp_path / "moved",
+                    data_dir=data_dir, progress=False, figures=False, resume=True)
+    assert [h["precision"] for h in metrics["history"]] == ["bf16", "fp32"]
+    assert "trained its first 1 epochs in bf16 and continues in fp32" in capsys.readouterr().err
 
 
 def test_eval_scores_in_the_trained_precision_unless_told(data_dir, tmp_path, capsys):
@@ -475,7 +490,7 @@ def test_eval_scores_in_the_trained_precision_unless_told(data_dir, tmp_path, ca
 
 
 def test_a_stripped_checkpoint_evaluates_but_does_not_train_on(data_dir, tmp_path):
-    from torchstn.experiments.engine.checkpoint import has_optimizer_state, strip_optimizer
+    from torchstn.experiments.checkpoint import has_optimizer_state, strip_optimizer
 
     cfg = make_config(**{**TINY, "epochs": 1})
     metrics = train(cfg, tmp_path, data_dir=data_dir, progress=False, figures=False)

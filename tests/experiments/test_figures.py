@@ -4,7 +4,7 @@ from torch import nn
 
 import torchstn as ts
 from torchstn.experiments.models import build_model
-from torchstn.experiments.reports.figures import (
+from torchstn.experiments.plots.figures import (
     capture_transformers,
     curves_figure,
     transformer_figure,

@@ -235,8 +235,8 @@ def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_
     assert f"| ST-CNN Single | {ours['test_error']:.2f} | 3.7 |" in table
     assert (tmp_path / "house-numbers.md").read_text() == table
     # A finished grid run keeps its weights, not Adam's moments, and still evaluates.
+    from torchstn.experiments.checkpoint import has_optimizer_state
     from torchstn.experiments.engine import evaluate, load_run
-    from torchstn.experiments.engine.checkpoint import has_optimizer_state
 
     run = tmp_path / "64" / "st-cnn-single" / "seed0"
     assert not has_optimizer_state(run / "checkpoint.safetensors")
@@ -265,7 +265,7 @@ def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_
 
 
 def test_input_regions_compose_the_transformers_back_to_the_input(tmp_path):
-    from torchstn.experiments.reports.figures import (
+    from torchstn.experiments.plots.figures import (
         capture_transformers,
         house_numbers_figure,
         input_regions,

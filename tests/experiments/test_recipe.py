@@ -11,7 +11,7 @@ from torchstn.experiments import load_run, make_config, train
 from torchstn.experiments.data.idx import load_idx_dataset
 from torchstn.experiments.data.mnist import DistortedMNIST, validation_split
 from torchstn.experiments.engine import evaluate
-from torchstn.experiments.engine.schedules import SCHEDULES
+from torchstn.experiments.schedules import SCHEDULES
 
 TINY = dict(distortion="rts", model="st-cnn-affine", epochs=2, train_size=384, test_size=96,
             batch_size=128)

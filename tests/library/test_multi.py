@@ -9,7 +9,7 @@ from torch import nn
 from torch.export import Dim
 
 import torchstn as ts
-from torchstn.experiments.engine.optim import parameter_groups
+from torchstn.experiments.optim import parameter_groups
 
 
 def _loc(c=1, size=12, features=8, seed=0):

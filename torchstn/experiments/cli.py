@@ -86,9 +86,14 @@ def _train(args: argparse.Namespace) -> int:
         # --resume with the run's folder alone continues it: its saved configuration is
         # the default, and flags given beside it still override (a different recipe is
         # then refused by the engine, naming what differs).
+        # Where the run trains is not part of it (a GPU run resumes on the CPU), and a
+        # run of another task than --task names is refused by the engine, naming both.
+        same_task = isinstance(saved.get("task"), dict) and \
+            saved["task"].get("name") == args.task_name
         flat = {k: v for name, section in saved.items() if isinstance(section, dict)
-                for k, v in section.items() if not (name == "task" and k == "name")}
-        cfg = _config(args, args.task_name, flat).resolved()
+                for k, v in section.items()
+                if not (name == "task" and k == "name") and (name, k) != ("train", "device")}
+        cfg = _config(args, args.task_name, flat if same_task else None).resolved()
     else:
         cfg = _config(args, args.task_name).resolved()
     _prepare_data(args, cfg)

@@ -76,7 +76,9 @@ def check_resumable(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     if "auto" in (before.get("train.precision"), given.get("train.precision")):
         # auto is whatever the machine trains best in: a bf16 or fp32 run is one of its
         # runs, and each epoch records the precision it used.
-        skip |= {"train.precision", "train.channels_last"}
+        skip.add("train.precision")
+        if None in (before.get("train.channels_last"), given.get("train.channels_last")):
+            skip.add("train.channels_last")  # decided with the precision
     diff = {k: (before.get(k), given.get(k)) for k in sorted(set(before) | set(given))
             if before.get(k) != given.get(k) and k not in skip}
     if diff:
@@ -129,9 +131,10 @@ def native_bf16(device: torch.device | str) -> bool:
     emulates it, several times slower than float32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        # (oneDNN's own "bf16 supported" is true from AVX-512 on, where it emulates it.)
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return False
 
 
@@ -208,6 +211,11 @@ def train(cfg: RunConfig, out: str | Path, *, data_dir=None, resume: bool = Fals
             check_resumable(meta["config"], cfg, out)
             meta = load_checkpoint(ckpt, model, opt)
             history = meta["history"]
+            before = history[-1].get("precision") if history else None
+            if before not in (None, precision) and world.primary:
+                print(f"note: {out} trained its first {len(history)} epochs in {before} and "
+                      f"continues in {precision} (precision {cfg.train.precision} on this "
+                      "machine; each epoch records its own)", file=sys.stderr)
         if world.primary:
             atomic_write_text(out / "config.json",
                               json.dumps(config_to_dict(cfg), indent=2) + "\n")
