@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .ops._reference import reference_warp, reference_warp_theta
+from .ops._reference import reference_warp
 
 __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 
@@ -46,7 +46,7 @@ def reference_decompositions() -> dict:
     that replaces every fused warp operator by the reference path, with PyTorch's default
     decompositions for everything else."""
     table = torch.export.default_decompositions()
-    table[torch.ops.torchstn.numba_warp.default] = reference_warp_theta
+    table[torch.ops.torchstn.numba_warp.default] = reference_warp
     if importlib.util.find_spec("triton") is not None:
         from .ops.triton.backend import register_ops
 

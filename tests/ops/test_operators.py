@@ -19,25 +19,34 @@ def _theta(n, e, dtype=torch.float64, seed=0):
     return (eye + 0.2 * torch.randn(n, e, generator=g, dtype=torch.float64)).to(dtype)
 
 
+def _matrix(n, projective, dtype=torch.float64, seed=0):
+    """(N, 3, 3) matrices near the identity (the last row the identity's unless
+    ``projective``)."""
+    m = _theta(n, 9, torch.float64, seed).view(n, 3, 3)
+    if not projective:
+        m[:, 2] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    return m.to(dtype)
+
+
 def _numba_samples():
-    """(args) of torchstn::numba_warp: entries 6 (affine), 8 (projective) and 9 (a full
-    matrix), both dtypes, modes and paddings, every requires_grad combination, and one
-    image with a non-finite entry."""
+    """(args) of torchstn::numba_warp (the schema of torchstn::triton_warp): affine and
+    projective matrices, both dtypes, modes and paddings, every requires_grad
+    combination, and one image with a non-finite entry."""
     samples = []
-    for e, projective, dtype, nearest, border, align, grads in [
-        (6, False, torch.float64, False, False, False, (True, True)),
-        (8, True, torch.float64, False, True, True, (True, True)),
-        (9, False, torch.float32, True, False, True, (False, True)),
-        (6, False, torch.float32, False, True, False, (True, False)),
-        (9, True, torch.float64, False, False, False, (False, False)),
+    for projective, dtype, nearest, border, align, grads in [
+        (False, torch.float64, False, False, False, (True, True)),
+        (True, torch.float64, False, True, True, (True, True)),
+        (False, torch.float32, True, False, True, (False, True)),
+        (False, torch.float32, False, True, False, (True, False)),
+        (True, torch.float64, False, False, False, (False, False)),
     ]:
         x = torch.rand(3, 2, 5, 6, dtype=dtype).requires_grad_(grads[0])
-        theta = _theta(3, e, dtype).requires_grad_(grads[1])
-        samples.append((x, theta, 4, 7, nearest, border, align, projective))
-    theta = _theta(2, 6)
-    theta[1, 0] = float("nan")
+        m = _matrix(3, projective, dtype).requires_grad_(grads[1])
+        samples.append((x, m, 4, 7, nearest, border, align, projective))
+    m = _matrix(2, False)
+    m[1, 0, 0] = float("nan")
     samples.append((torch.rand(2, 1, 4, 4, dtype=torch.float64, requires_grad=True),
-                    theta.requires_grad_(True), 3, 3, False, False, False, False))
+                    m.requires_grad_(True), 3, 3, False, False, False, False))
     return samples
 
 
@@ -54,10 +63,10 @@ def test_opcheck_numba_warp(index):
 @pytest.mark.parametrize("need", [(True, True), (True, False), (False, True), (False, False)])
 def test_opcheck_numba_warp_backward(need):
     x = torch.rand(2, 3, 5, 6, dtype=torch.float64)
-    theta = _theta(2, 8)
+    m = _matrix(2, True)
     grad_out = torch.randn(2, 3, 4, 7, dtype=torch.float64)
     torch.library.opcheck(torch.ops.torchstn.numba_warp_backward.default,
-                          (grad_out, x, theta, False, True, False, True, *need))
+                          (grad_out, x, m, False, True, False, True, *need))
 
 
 def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
@@ -80,21 +89,37 @@ def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
 
 
 def test_op_errors_name_the_argument():
-    x = torch.rand(1, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"theta must be a float32 or float64 \(N, E\) tensor with N = 1"):
-        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 10), 4, 4, False, False, False, False)
-    with pytest.raises(ValueError, match="input must be a .* float32 or float64 tensor"):
-        torch.ops.torchstn.numba_warp(x.half(), torch.zeros(1, 6), 4, 4, False, False, False,
-                                      False)
-    with pytest.raises(ValueError, match="theta must be a float32 or float64"):
-        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6, dtype=torch.bfloat16), 4, 4, False,
-                                      False, False, False)
+    x, m = torch.rand(1, 1, 4, 4), torch.eye(3).unsqueeze(0)
+    with pytest.raises(ValueError, match=r"numba_warp: matrix must be a floating \(N, 3, 3\) "
+                                         r"tensor with N = 1, got \(1, 6\)"):
+        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6), 4, 4, False, False, False, False)
+    with pytest.raises(ValueError, match=r"input must be a \(N, C, H, W\) float32 or float64 "
+                                         r"tensor, got \(1, 1, 4, 4\) torch.float16"):
+        torch.ops.torchstn.numba_warp(x.half(), m, 4, 4, False, False, False, False)
+    with pytest.raises(ValueError, match="matrix must be a floating"):
+        torch.ops.torchstn.numba_warp(x, m.long(), 4, 4, False, False, False, False)
     with pytest.raises(ValueError, match=r"grad_out must be \(N, C, out_h, out_w\) with "
                                          r"\(N, C\) = \(1, 1\) of input, got \(2, 1, 4, 4\)"):
-        torch.ops.torchstn.numba_warp_backward(torch.zeros(2, 1, 4, 4), x, torch.zeros(1, 6),
-                                               False, False, False, False, True, True)
+        torch.ops.torchstn.numba_warp_backward(torch.zeros(2, 1, 4, 4), x, m, False, False,
+                                               False, False, True, True)
     with pytest.raises(ValueError, match="out_h and out_w must be >= 1, got 0 and 4"):
-        torch.ops.torchstn.numba_warp(x, torch.zeros(1, 6), 0, 4, False, False, False, False)
+        torch.ops.torchstn.numba_warp(x, m, 0, 4, False, False, False, False)
+
+
+def test_both_fused_operators_have_one_schema():
+    from torchstn.ops.triton.backend import register_ops
+
+    pytest.importorskip("triton")
+    register_ops()
+    numba = torch.ops.torchstn.numba_warp.default._schema
+    triton = torch.ops.torchstn.triton_warp.default._schema
+    assert [(a.name, str(a.type)) for a in numba.arguments] == \
+        [(a.name, str(a.type)) for a in triton.arguments]
+    assert [a.name for a in numba.arguments][:2] == ["input", "matrix"]
+    back_n = torch.ops.torchstn.numba_warp_backward.default._schema
+    back_t = torch.ops.torchstn.triton_warp_backward.default._schema
+    assert [(a.name, str(a.type)) for a in back_n.arguments] == \
+        [(a.name, str(a.type)) for a in back_t.arguments]
 
 
 def test_the_tps_constant_mark_is_the_one_dynamo_sets():

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .._nonfinite import finite_rows, nan_where
 from ..grids import _affine_grid, _projective_grid, compute_dtype
 
-__all__ = ["reference_warp", "reference_warp_theta"]
+__all__ = ["reference_warp"]
 
 
 def reference_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
@@ -48,15 +48,3 @@ def reference_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w:
                         padding_mode="border" if border else "zeros",
                         align_corners=align_corners)
     return nan_where(out.to(input.dtype), finite)
-
-
-def reference_warp_theta(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int,
-                         nearest: bool, border: bool, align_corners: bool,
-                         projective: bool) -> torch.Tensor:
-    """:func:`reference_warp` for ``theta`` ``(N, E)``: the first ``E`` row-major entries
-    of each matrix, the rest the identity's (``torchstn::numba_warp``'s argument)."""
-    n, e = theta.shape
-    eye = torch.eye(3, dtype=theta.dtype, device=theta.device).reshape(1, 9)
-    matrix = torch.cat([theta, eye[:, e:].expand(n, 9 - e)], dim=1).view(n, 3, 3)
-    return reference_warp(input, matrix, out_h, out_w, nearest, border, align_corners,
-                          projective)

@@ -23,7 +23,7 @@ import torch
 
 from ..._nonfinite import identity_where_nonfinite
 from ...warping import FusedMatrixBackend, WarpCall
-from .._autograd import check_grad_out, check_out_size, register_warp_autograd
+from .._autograd import check_grad_out, check_out_size, check_warp_args, register_warp_autograd
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
@@ -125,7 +125,7 @@ def _eps16(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps
 
 
-_EYE9_T = torch.eye(3, dtype=torch.float64).reshape(1, 9)
+_EYE3 = torch.eye(3, dtype=torch.float64)
 
 
 def _tile_lanes(x: torch.Tensor, nearest: bool) -> int:
@@ -215,100 +215,88 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
 
 # --- The custom operators -------------------------------------------------------------
 #
-# torchstn::numba_warp(input, theta, ...) is the fused warp as a PyTorch operator: its CPU
-# implementation runs the kernels above, its fake implementation gives the output's shape
-# (so torch.compile and torch.export trace through it without running it), and its
-# autograd formula calls torchstn::numba_warp_backward. theta is (N, E), 1 <= E <= 9:
-# the first E entries, row-major, of each image's 3x3 matrix, the rest the identity's
-# (affine parameters are E = 6, projective E = 8, any other matrix family E = 9); building
-# the matrix here spares a few autograd nodes per call (a tenth of a small warp's time).
+# torchstn::numba_warp(input, matrix, ...) is the fused warp as a PyTorch operator, with
+# the schema of torchstn::triton_warp: matrix is (N, 3, 3), each image's map from
+# normalised output to input points. Its CPU implementation runs the kernels above, its
+# fake implementation gives the output's shape (so torch.compile and torch.export trace
+# through it without running it), and its autograd formula (ops/_autograd.py, shared
+# with the Triton operator) calls torchstn::numba_warp_backward.
 #
-# The non-finite rule (torchstn._nonfinite): an image whose theta has a NaN or inf entry
+# The non-finite rule (torchstn._nonfinite): an image whose matrix has a NaN or inf entry
 # is warped as the identity and its output set to NaN; its gradients are zero. Applied
 # inside the implementation, where a data-dependent branch costs nothing and is invisible
 # to the compiler. The operator's decomposition is the reference path
 # (torchstn.ops._reference): ONNX exports write that (torchstn.warp takes it under
 # torch.onnx.export; torchstn.export.export_onnx decomposes an exported program to it).
 
-
-def _check_op_args(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int) -> None:
-    if input.dim() != 4 or input.dtype not in (torch.float32, torch.float64):
-        raise ValueError("torchstn::numba_warp: input must be a (N, C, H, W) float32 or "
-                         f"float64 tensor, got {tuple(input.shape)} {input.dtype}")
-    if theta.dim() != 2 or not 1 <= theta.shape[1] <= 9 or theta.shape[0] != input.shape[0] \
-            or theta.dtype not in (torch.float32, torch.float64):
-        raise ValueError("torchstn::numba_warp: theta must be a float32 or float64 (N, E) "
-                         f"tensor with N = {input.shape[0]} and 1 <= E <= 9, got "
-                         f"{tuple(theta.shape)} {theta.dtype}")
-    check_out_size("numba_warp", out_h, out_w)
+_DTYPES = (torch.float32, torch.float64)
 
 
-def _matrices(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """The (N, 3, 3) float64 matrices of theta, and the mask of non-finite images (None if
-    all are finite); non-finite images get the identity."""
-    n, e = theta.shape
-    m = _EYE9_T.repeat(n, 1)
-    m[:, :e] = theta.detach().cpu()
-    m, finite = identity_where_nonfinite(m, _EYE9_T)
+def _matrices(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (N, 3, 3) float64 matrices, C-contiguous, and the mask of non-finite images
+    (None if all are finite); non-finite images get the identity."""
+    m = matrix.detach().to("cpu", torch.float64)
+    m, finite = identity_where_nonfinite(m, _EYE3)
     bad = None if bool(finite.all()) else (~finite).numpy()
-    return m.numpy().reshape(n, 3, 3), bad
+    return np.ascontiguousarray(m.numpy()), bad
 
 
 @torch.library.custom_op("torchstn::numba_warp", mutates_args=(), device_types="cpu")
-def numba_warp(input: torch.Tensor, theta: torch.Tensor, out_h: int, out_w: int,
+def numba_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
                nearest: bool, border: bool, align_corners: bool,
                projective: bool) -> torch.Tensor:
-    """The fused warp of ``input`` ``(N, C, H, W)`` by ``theta`` ``(N, E)`` (see above):
+    """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
     ``(N, C, out_h, out_w)``, contiguous, dtype of ``input``."""
-    _check_op_args(input, theta, out_h, out_w)
-    m, bad = _matrices(theta)
+    check_warp_args("numba_warp", input, matrix, _DTYPES)
+    check_out_size("numba_warp", out_h, out_w)
+    m, bad = _matrices(matrix)
     out = fused_forward(input.contiguous(), m, out_h, out_w, nearest, border, align_corners,
-                        projective, _eps16(theta.dtype))
+                        projective, _eps16(matrix.dtype))
     if bad is not None:
         out[torch.from_numpy(bad)] = float("nan")
     return out
 
 
 @numba_warp.register_fake
-def _(input, theta, out_h, out_w, nearest, border, align_corners, projective):
-    _check_op_args(input, theta, out_h, out_w)
+def _(input, matrix, out_h, out_w, nearest, border, align_corners, projective):
+    check_warp_args("numba_warp", input, matrix, _DTYPES)
+    check_out_size("numba_warp", out_h, out_w)
     return input.new_empty(input.shape[0], input.shape[1], out_h, out_w)
 
 
 @torch.library.custom_op("torchstn::numba_warp_backward", mutates_args=(), device_types="cpu")
-def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, theta: torch.Tensor,
+def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
                         nearest: bool, border: bool, align_corners: bool, projective: bool,
                         need_input: bool,
-                        need_theta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_theta)``, like
-    ``input`` and ``theta``; an empty tensor for a gradient not asked for."""
+                        need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
+    like ``input`` and ``matrix`` (its last row 0 unless ``projective``); an empty tensor
+    for a gradient not asked for."""
+    check_warp_args("numba_warp_backward", input, matrix, _DTYPES)
     check_grad_out("numba_warp_backward", grad_out, input)
-    _check_op_args(input, theta, *grad_out.shape[2:])
-    n, e = theta.shape
-    m, bad = _matrices(theta)
+    m, bad = _matrices(matrix)
     go = grad_out
     if bad is not None:
         go = grad_out.clone()
         go[torch.from_numpy(bad)] = 0.0
     gx = gm = None
-    if need_input or need_theta:
-        gx, gm = fused_backward(input.contiguous(), m, go, need_input, need_theta, nearest,
-                                border, align_corners, projective, _eps16(theta.dtype))
-    if need_theta:
-        gm = gm.reshape(n, 9)[:, :e]
-        if not projective and e > 6:
-            gm[:, 6:] = 0.0  # the affine path never reads the last row
-        grad_theta = torch.from_numpy(np.ascontiguousarray(gm)).to(theta.dtype)
+    if need_input or need_matrix:
+        gx, gm = fused_backward(input.contiguous(), m, go, need_input, need_matrix, nearest,
+                                border, align_corners, projective, _eps16(matrix.dtype))
+    if need_matrix:
+        if not projective:
+            gm[:, 2] = 0.0  # the affine path never reads the last row
+        grad_matrix = torch.from_numpy(np.ascontiguousarray(gm)).to(matrix.dtype)
     else:
-        grad_theta = theta.new_empty(0)
-    return (gx if need_input else input.new_empty(0)), grad_theta
+        grad_matrix = matrix.new_empty(0)
+    return (gx if need_input else input.new_empty(0)), grad_matrix
 
 
 @numba_warp_backward.register_fake
-def _(grad_out, input, theta, nearest, border, align_corners, projective, need_input,
-      need_theta):
+def _(grad_out, input, matrix, nearest, border, align_corners, projective, need_input,
+      need_matrix):
     return (input.new_empty(input.shape) if need_input else input.new_empty(0),
-            theta.new_empty(theta.shape) if need_theta else theta.new_empty(0))
+            matrix.new_empty(matrix.shape) if need_matrix else matrix.new_empty(0))
 
 
 register_warp_autograd(numba_warp, numba_warp_backward, torch.ops.torchstn.numba_warp_backward,
@@ -328,7 +316,15 @@ class NumbaBackend(FusedMatrixBackend):
         return None
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
-        tf = call.transform
-        entries = tf._param_entries()
-        theta = call.params if entries is not None else self._matrices(call).flatten(1)
-        return torch.ops.torchstn.numba_warp(call.input, theta, *self._options(call))
+        entries = call.transform._param_entries()
+        if entries is None:
+            matrix = self._matrices(call)
+        else:
+            # Parameters that are the matrix's first entries (affine 6, projective 8): one
+            # concatenation with the identity's rest, and the operator's own non-finite
+            # rule (zero gradient to such an image). Measured: the generic path (the
+            # family's map and the mask in autograd) cost a small warp about 40% more.
+            p = call.params
+            rest = torch.eye(3, dtype=p.dtype, device=p.device).reshape(1, 9)[:, entries:]
+            matrix = torch.cat([p, rest.expand(p.shape[0], 9 - entries)], 1).view(-1, 3, 3)
+        return torch.ops.torchstn.numba_warp(call.input, matrix, *self._options(call))

@@ -16,22 +16,14 @@ from __future__ import annotations
 import torch
 
 from ..._nonfinite import identity_where_nonfinite, nan_where
-from .._autograd import check_grad_out, check_out_size, register_warp_autograd
+from .._autograd import check_grad_out, check_out_size, check_warp_args, register_warp_autograd
 from .launch import fused_backward, fused_forward
 
 __all__ = ["triton_warp", "triton_warp_backward"]
 
 
 def _check_args(name: str, input: torch.Tensor, matrix: torch.Tensor) -> None:
-    if input.dim() != 4 or input.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"torchstn::{name}: input must be a (N, C, H, W) float32, float16 or "
-                         f"bfloat16 tensor, got {tuple(input.shape)} {input.dtype}")
-    if matrix.shape != (input.shape[0], 3, 3) or not matrix.is_floating_point():
-        raise ValueError(f"torchstn::{name}: matrix must be a floating (N, 3, 3) tensor with "
-                         f"N = {input.shape[0]}, got {tuple(matrix.shape)} {matrix.dtype}")
-    if matrix.device != input.device:
-        raise ValueError(f"torchstn::{name}: matrix is on {matrix.device} but input is on "
-                         f"{input.device}")
+    check_warp_args(name, input, matrix, (torch.float32, torch.float16, torch.bfloat16))
 
 
 def _finite_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
