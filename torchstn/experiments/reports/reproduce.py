@@ -142,10 +142,10 @@ def run_table1(out, *, distortions=None, models=None, seeds: int = 1,
     return _write_table(out, distortions, models, seeds, base)
 
 
-def _finished(run: Path, epochs: int) -> bool:
+def _epochs_done(run: Path) -> int:
+    """Epochs run folder ``run`` records as done (0: none yet)."""
     metrics = run / "metrics.json"
-    return (metrics.is_file() and (run / CHECKPOINT).is_file()
-            and json.loads(metrics.read_text())["epochs_done"] >= epochs)
+    return json.loads(metrics.read_text())["epochs_done"] if metrics.is_file() else 0
 
 
 def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
@@ -161,16 +161,15 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
         for label, folder, cfg0 in cells:
             run = Path(folder) / f"seed{seed}"
             cfg = dataclasses.replace(cfg0, train=dataclasses.replace(cfg0.train, seed=seed))
-            metrics = run / "metrics.json"
-            done = metrics.is_file() and json.loads(metrics.read_text())["epochs_done"]
-            if done and done >= cfg.train.epochs:
+            if _epochs_done(run) >= cfg.train.epochs:
                 check_resumable(json.loads((run / "config.json").read_text()), cfg, run)
                 continue
             if is_primary_process():
                 print(f"== {' on '.join(reversed(label))} (seed {seed}) -> {run}",
                       file=sys.stderr)
             train(cfg, run, data_dir=data_dir, resume=True, progress=progress)
-            if is_primary_process() and _finished(run, cfg.train.epochs):
+            if (is_primary_process() and _epochs_done(run) >= cfg.train.epochs
+                    and (run / CHECKPOINT).is_file()):
                 strip_optimizer(run / CHECKPOINT)  # finished: weights are all eval needs
             if after_each is not None:
                 after_each()
