@@ -11,6 +11,7 @@ from .modules import LocalizationNet, SpatialTransformer, TransformerModule, fin
 from .multi import ParallelTransformer, RecurrentTransformer, tile_params
 from .ops.numba import NumbaBackend
 from .ops.triton import TritonBackend
+from .saliency import SaliencySampler, saliency_grid
 from .sampling import MODES, PADDING_MODES, sample
 from .tps import lattice, tps_grid
 from .transforms import (
@@ -38,6 +39,7 @@ __all__ = [
     "MatrixTransform",
     "ParallelTransformer",
     "RecurrentTransformer",
+    "SaliencySampler",
     "SpatialTransformer",
     "Transform",
     "TransformerModule",
@@ -52,6 +54,7 @@ __all__ = [
     "projective_grid",
     "register_backend",
     "register_transform",
+    "saliency_grid",
     "sample",
     "tile_params",
     "tps_grid",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice, check_spatial_size
@@ -10,7 +11,8 @@ from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
 from .warping import list_backends, warp
 
-__all__ = ["LocalizationNet", "SpatialTransformer", "TransformerModule", "find_transformers"]
+__all__ = ["LocalizationNet", "SpatialTransformer", "TransformerModule", "find_transformers",
+           "localization_view"]
 
 
 class LocalizationNet(nn.Module):
@@ -80,6 +82,20 @@ def localize(localization: nn.Module, head: nn.Linear, x: torch.Tensor) -> torch
     return features
 
 
+def localization_view(x: torch.Tensor, loc_size) -> torch.Tensor:
+    """What a localisation net with ``loc_size`` sees: ``x`` resized to ``loc_size``,
+    anti-aliased (images: :func:`torch.nn.functional.interpolate` bilinear with
+    ``antialias=True``; volumes: trilinear where it enlarges, the area average where it
+    shrinks); ``x`` itself when ``loc_size`` is None or its own size."""
+    if loc_size is None or tuple(x.shape[2:]) == tuple(loc_size):
+        return x
+    if x.dim() == 4:
+        return F.interpolate(x, size=loc_size, mode="bilinear", align_corners=False,
+                             antialias=True)
+    shrinks = any(s < n for s, n in zip(loc_size, x.shape[2:]))
+    return F.interpolate(x, size=loc_size, mode="area" if shrinks else "trilinear")
+
+
 def regression_head(localization: nn.Module, identity: torch.Tensor,
                     loc_features: int | None = None) -> nn.Linear:
     """A linear head from the localisation features to parameters, initialised to the
@@ -146,6 +162,12 @@ class SpatialTransformer(TransformerModule):
         out_size: spatial output size (``(H, W)``, or ``(D, H, W)`` in 3-D); default: the
             input's. The paper downsamples by 2 for RTS and TC MNIST.
         mode, padding_mode, align_corners: as in :func:`torchstn.sample`.
+        antialias: average the input over each output pixel's footprint where the warp
+            shrinks it (see :func:`torchstn.sample`): for outputs smaller than the region
+            they read.
+        loc_size: spatial size of the copy of the input the localisation net sees (a
+            glimpse transformer: localise on a small copy, sample the output from the
+            full-resolution input; see :func:`localization_view`). Default: the input.
         in_channels: input channels; required when ``localization`` is ``None``.
         loc_features: size F of the features. Default: ``localization.out_features`` if
             it has that attribute, else inferred on the first forward (a lazy layer: run
@@ -171,6 +193,8 @@ class SpatialTransformer(TransformerModule):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
+        antialias: bool = False,
+        loc_size=None,
         in_channels: int | None = None,
         loc_features: int | None = None,
         backend: str = "auto",
@@ -181,6 +205,12 @@ class SpatialTransformer(TransformerModule):
         check_choice("padding_mode", padding_mode, PADDING_MODES)
         if out_size is not None:
             out_size = check_spatial_size("out_size", out_size, self.transform.ndim)
+        if antialias and self.transform.ndim != 2:
+            raise ValueError(f"antialias supports the 2-D families, got "
+                             f"{self.transform.name!r}")
+        self.loc_size = None if loc_size is None else check_spatial_size(
+            "loc_size", loc_size, self.transform.ndim)
+        self.antialias = bool(antialias)
         if localization is None:
             if in_channels is None:
                 raise ValueError("in_channels is required when localization is None")
@@ -197,19 +227,31 @@ class SpatialTransformer(TransformerModule):
         self.head = regression_head(localization, self.transform.identity(), loc_features)
 
     def extra_repr(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in (("antialias", self.antialias),
+                                                      ("loc_size", self.loc_size)) if v)
         return (f"transform={self.transform!r}, out_size={self.out_size}, mode={self.mode!r}, "
-                f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}")
+                f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
+                + extra)
 
     def parameters_of(self, x: torch.Tensor) -> torch.Tensor:
         """The transform parameters ``(N, num_params)`` predicted for ``x``."""
         x = check_input(x, ranks=(self.transform.ndim + 2,))
-        return self.head(localize(self.localization, self.head, x))
+        return self.parameters_of_view(localization_view(x, self.loc_size))
+
+    def parameters_of_view(self, seen: torch.Tensor) -> torch.Tensor:
+        """The parameters predicted from what the localisation net sees (the input, or
+        its copy at ``loc_size``)."""
+        return self.head(localize(self.localization, self.head, seen))
+
+    def warp(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``x`` warped by ``params`` with this module's sampling options."""
+        return warp(x, params, self.transform, out_size=self.out_size, mode=self.mode,
+                    padding_mode=self.padding_mode, align_corners=self.align_corners,
+                    antialias=self.antialias, backend=self.backend)
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.parameters_of(x)
-        out = warp(x, params, self.transform, out_size=self.out_size, mode=self.mode,
-                   padding_mode=self.padding_mode, align_corners=self.align_corners,
-                   backend=self.backend)
+        out = self.warp(x, params)
         return (out, params) if return_params else out
 
 

@@ -20,6 +20,7 @@ from .modules import (
     LocalizationNet,
     SpatialTransformer,
     TransformerModule,
+    localization_view,
     localize,
     regression_head,
 )
@@ -143,8 +144,9 @@ class ParallelTransformer(TransformerModule):
             (crops tiling the image, as the paper initialises its CUB transformers; see
             :func:`tile_params`), or a tensor ``(k, num_params)`` of starting parameters.
         output: ``"concat"`` (the K outputs on the channel axis) or ``"list"``.
-        out_size, mode, padding_mode, align_corners, in_channels, loc_features, backend:
-            as in :class:`~torchstn.SpatialTransformer`, for every transformer.
+        out_size, mode, padding_mode, align_corners, antialias, loc_size, in_channels,
+            loc_features, backend: as in :class:`~torchstn.SpatialTransformer`, for every
+            transformer (the copy at ``loc_size`` is made once for all of them).
 
     Shape:
         ``x: (N, C, H, W)`` -> ``(N, k * C, *out_size)`` with ``output="concat"``, else a
@@ -170,6 +172,8 @@ class ParallelTransformer(TransformerModule):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
+        antialias: bool = False,
+        loc_size=None,
         in_channels: int | None = None,
         loc_features: int | None = None,
         backend: str = "auto",
@@ -180,8 +184,15 @@ class ParallelTransformer(TransformerModule):
         self.output = check_choice("output", output, ["concat", "list"])
         self.shared_localization = bool(shared_localization)
         starts = self._starts(init)
+        self.loc_size = None if loc_size is None else check_spatial_size(
+            "loc_size", loc_size, self.transform.ndim)
+        if antialias and self.transform.ndim != 2:
+            raise ValueError(f"antialias supports the 2-D families, got "
+                             f"{self.transform.name!r}")
+        self.antialias = bool(antialias)
         options = dict(out_size=out_size, mode=mode, padding_mode=padding_mode,
-                       align_corners=align_corners, backend=backend)
+                       align_corners=align_corners, antialias=antialias, loc_size=loc_size,
+                       backend=backend)
         if self.shared_localization:
             self.out_size = _check_warp_options(self.transform, out_size, mode, padding_mode,
                                                 backend)
@@ -234,6 +245,10 @@ class ParallelTransformer(TransformerModule):
         self.shared_localization = False
         self.transformers = nn.ModuleList(transformers)
         self.localization = self.heads = None
+        sizes = {t.loc_size for t in transformers}
+        # One copy for all when they agree; else each transformer makes its own.
+        self.loc_size = sizes.pop() if len(sizes) == 1 else None
+        self.antialias = False
         return self
 
     def members(self) -> list[nn.Module]:
@@ -245,23 +260,23 @@ class ParallelTransformer(TransformerModule):
 
     def parameters_of(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The K transformers' parameters ``(N, num_params)`` predicted for ``x``."""
-        if self.transformers is not None:
-            return [stn.parameters_of(x) for stn in self.transformers]
         x = check_input(x, ranks=(self.transform.ndim + 2,))
-        features = localize(self.localization, self.heads[0], x)
+        seen = localization_view(x, self.loc_size)
+        if self.transformers is not None:
+            return [stn.parameters_of_view(seen if stn.loc_size == self.loc_size
+                                           else localization_view(x, stn.loc_size))
+                    for stn in self.transformers]
+        features = localize(self.localization, self.heads[0], seen)
         return [head(features) for head in self.heads]
 
     def forward(self, x: torch.Tensor, return_params: bool = False):
         params = self.parameters_of(x)
         if self.transformers is not None:
-            outs = [warp(x, p, stn.transform, out_size=stn.out_size, mode=stn.mode,
-                         padding_mode=stn.padding_mode, align_corners=stn.align_corners,
-                         backend=stn.backend)
-                    for stn, p in zip(self.transformers, params)]
+            outs = [stn.warp(x, p) for stn, p in zip(self.transformers, params)]
         else:
             outs = [warp(x, p, self.transform, out_size=self.out_size, mode=self.mode,
                          padding_mode=self.padding_mode, align_corners=self.align_corners,
-                         backend=self.backend)
+                         antialias=self.antialias, backend=self.backend)
                     for p in params]
         out = torch.cat(outs, dim=1) if self.output == "concat" else outs
         return (out, params) if return_params else out
@@ -286,8 +301,9 @@ class RecurrentTransformer(TransformerModule):
             per step.
         loc_size: spatial size of the intermediate warps the localisation net sees
             (default: the input's).
-        out_size, mode, padding_mode, align_corners, in_channels, loc_features, backend:
-            as in :class:`~torchstn.SpatialTransformer`.
+        out_size, mode, padding_mode, align_corners, antialias, in_channels, loc_features,
+            backend: as in :class:`~torchstn.SpatialTransformer` (``antialias`` for every
+            warp, the intermediate ones at ``loc_size`` included).
 
     Every head starts at the identity, so the untrained module is the identity for every K.
     The composition runs in float32 (or the input's wider type), outside autocast. A
@@ -317,12 +333,17 @@ class RecurrentTransformer(TransformerModule):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
+        antialias: bool = False,
         in_channels: int | None = None,
         loc_features: int | None = None,
         backend: str = "auto",
     ):
         super().__init__()
         self.transform = resolve_transform(transform)
+        if antialias and self.transform.ndim != 2:
+            raise ValueError(f"antialias supports the 2-D families, got "
+                             f"{self.transform.name!r}")
+        self.antialias = bool(antialias)
         if not self.transform.is_matrix:
             matrix = [n for n in list_transforms() if resolve_transform(n).is_matrix]
             raise ValueError(f"RecurrentTransformer composes transforms: transform "
@@ -352,7 +373,7 @@ class RecurrentTransformer(TransformerModule):
     def _warp(self, x, params, out_size):
         return warp(x, params, self.transform, out_size=out_size, mode=self.mode,
                     padding_mode=self.padding_mode, align_corners=self.align_corners,
-                    backend=self.backend)
+                    antialias=self.antialias, backend=self.backend)
 
     def parameters_of(self, x: torch.Tensor, *, every_step: bool = False):
         """The composed parameters ``(N, num_params)`` after the last step (with

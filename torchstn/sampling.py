@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_batch, check_choice, check_float, check_tensor, shape_str
+from .antialias import antialiased_sample
 
 __all__ = ["MODES", "PADDING_MODES", "sample"]
 
@@ -40,6 +41,7 @@ def sample(
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     align_corners: bool = False,
+    antialias: bool = False,
 ) -> torch.Tensor:
     """Sample ``input`` at the normalised locations of ``grid``.
 
@@ -56,6 +58,9 @@ def sample(
         mode: ``"nearest"``, ``"bilinear"`` or ``"bicubic"`` (4-D only).
         padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
         align_corners: see the convention.
+        antialias: average the input over each output pixel's footprint where the grid
+            shrinks the image (4-D only; see :mod:`torchstn.antialias`). Where it does
+            not shrink, the result is the plain sample.
 
     Returns:
         ``(N, C, H_out, W_out)`` or ``(N, C, D_out, H_out, W_out)``.
@@ -79,6 +84,10 @@ def sample(
     if grid.device != input.device:
         raise ValueError(f"grid is on {grid.device} but input is on {input.device}")
     check_sampling_options(mode, padding_mode, input.dim())
+    if antialias:
+        if d != 2:
+            raise ValueError("antialias supports 4-D input (N, C, H, W) only, got 5-D input")
+        return antialiased_sample(input, grid, mode, padding_mode, bool(align_corners))
     return F.grid_sample(
         input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
     )

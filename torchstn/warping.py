@@ -34,6 +34,7 @@ class WarpCall:
     mode: str
     padding_mode: str
     align_corners: bool
+    antialias: bool = False
 
 
 class Backend:
@@ -77,11 +78,12 @@ class TorchBackend(Backend):
             # Half-precision inputs are sampled in float32 (the grid is never rounded to
             # half precision: that would misplace samples by up to a pixel).
             out = sample(x.to(grid.dtype), grid, mode=call.mode,
-                         padding_mode=call.padding_mode, align_corners=call.align_corners)
+                         padding_mode=call.padding_mode, align_corners=call.align_corners,
+                         antialias=call.antialias)
             out = out.to(x.dtype)
         else:
             out = sample(x, grid, mode=call.mode, padding_mode=call.padding_mode,
-                         align_corners=call.align_corners)
+                         align_corners=call.align_corners, antialias=call.antialias)
         return _nan_where(out, finite)
 
 
@@ -124,6 +126,8 @@ class FusedMatrixBackend(Backend):
             return f"it supports padding_mode 'zeros' and 'border', got {call.padding_mode!r}"
         if x.numel() == 0 or 0 in call.out_size:
             return "empty input or output"
+        if call.antialias:
+            return "antialias runs on backend 'torch'"
         return None
 
     @staticmethod
@@ -199,6 +203,7 @@ def warp(
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     align_corners: bool = False,
+    antialias: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Warp ``input`` by a batch of transform parameters.
@@ -228,7 +233,9 @@ def warp(
             :class:`~torchstn.transforms.Transform`.
         out_size: spatial output size ``(H_out, W_out)`` (``(D_out, H_out, W_out)`` in
             3-D); default: the input's.
-        mode, padding_mode, align_corners: as in :func:`torchstn.sample`.
+        mode, padding_mode, align_corners, antialias: as in :func:`torchstn.sample`
+            (``antialias``: average over each output pixel's footprint where the warp
+            shrinks the image; 2-D families).
         backend: ``"auto"`` (the fastest registered backend that supports the call),
             ``"torch"`` (the reference path), or another name from
             :func:`torchstn.list_backends`.
@@ -249,11 +256,13 @@ def warp(
     if params.device != input.device:
         raise ValueError(f"params is on {params.device} but input is on {input.device}")
     check_sampling_options(mode, padding_mode, input.dim())
+    if antialias and tf.ndim != 2:
+        raise ValueError(f"antialias supports the 2-D families, got {tf.name!r}")
     spatial = tuple(input.shape[2:])
     out_size = spatial if out_size is None else check_spatial_size("out_size", out_size, tf.ndim)
     work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
     call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
-                    bool(align_corners))
+                    bool(align_corners), bool(antialias))
     chosen = select_backend(backend, call)
     if isinstance(chosen, FusedMatrixBackend) and (torch.onnx.is_in_onnx_export()
                                                    or torch.jit.is_tracing()):

@@ -30,7 +30,7 @@ from .coords import (
 )
 from .prefetch import _prefetch_rows
 
-__all__ = ["_add_matrix_grad", "_chunk_sums", "warp_backward"]
+__all__ = ["_add_matrix_grad", "_chunk_sums", "warp_backward", "warp_backward_serial"]
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -100,6 +100,26 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     chain rule to the matrix and the sums (``_chunk_sums``). The input gradient is a scatter, a
     scalar loop of its own.
     """
+    for w in prange(tasks):  # scratch allocated once a run, reused by its pairs
+        _backward_task(np.int64(w), x, m, gout, gx, gm, need_x, need_m, nearest, border, align,
+                       projective, eps16, f32, tasks, sink)
+
+
+@njit(cache=True)
+def warp_backward_serial(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
+                  eps16, f32, tasks, sink):
+    """warp_backward on the calling thread (small warps; forked processes)."""
+    for w in range(tasks):
+        _backward_task(w, x, m, gout, gx, gm, need_x, need_m, nearest, border, align,
+                       projective, eps16, f32, tasks, sink)
+
+
+@njit(cache=True)
+def _backward_task(w, x, m, gout, gx, gm, need_x, need_m, nearest, border, align, projective,
+                   eps16, f32, tasks, sink):
+    """Task ``w`` of :func:`warp_backward`: the one compiled body that the parallel
+    kernel and its serial copy call for each task (each body compiles once, not
+    once per copy)."""
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
     G = (C + CHANNEL_GROUP - 1) // CHANNEL_GROUP
@@ -120,121 +140,120 @@ def warp_backward(x, m, gout, gx, gm, need_x, need_m, nearest, border, align, pr
     line = max(1, 64 // x.itemsize)
     prefetch = H * W * x.itemsize > _SMALL_PLANE_BYTES
     per = (N * G + tasks - 1) // tasks
-    for w in prange(tasks):  # scratch allocated once a run, reused by its pairs
-        f64 = np.empty((11, L), np.float64)
-        IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
-        XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
-        ints = np.empty((3, L), np.int64)
-        K, X0, Y0 = ints[0], ints[1], ints[2]
-        KIND = np.empty(L, np.int8)
-        vals = np.empty((12, L), x.dtype)
-        W00, W01, W10, W11, TX, TY = vals[0], vals[1], vals[2], vals[3], vals[4], vals[5]
-        V00, V01, V10, V11, GIX, GIY = vals[6], vals[7], vals[8], vals[9], vals[10], vals[11]
-        zero = np.zeros(1, x.dtype)[0]
-        one_x = np.ones(1, x.dtype)[0]
-        one = np.uint64(1)
-        Wu = np.uint64(W)
-        acc = np.zeros(9)  # the matrix gradient, row-major
-        box = (0, 0, 0, 0)
-        for t in range(w * per, min(N * G, (w + 1) * per)):
-            n = t // G
-            g = t - n * G
-            c0 = g * CHANNEL_GROUP
-            c1 = min(C, c0 + CHANNEL_GROUP)
-            acc[:] = 0.0
-            if need_x:
-                gxf[n, c0:c1] = 0.0
-            if prefetch:  # the columns the prefetch reads
-                box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
-                                 projective, eps16)
-            touched = 0.0
-            x_lo = gx_lo = 0
-            x_hi = gx_hi = -1
-            block_end = 0
-            for i0 in range(0, Ho, chunk_rows):  # a chunk: rows i0..i0 + chunk_rows - 1, one run
-                if i0 == block_end and prefetch:  # prefetch the rows the next block reads
-                    block_end = min(Ho, i0 + rows_per_block)
-                    _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i0], yos[block_end - 1],
-                                              H, W, align, projective, eps16)
-                    if coord_grad:
-                        s, x_lo, x_hi = _prefetch_rows(xf[n], c0, c1, W, box, lo, hi, x_lo, x_hi,
-                                                       line)
-                        touched += s
-                    if need_x:
-                        s, gx_lo, gx_hi = _prefetch_rows(gxf[n], c0, c1, W, box, lo, hi, gx_lo,
-                                                         gx_hi, line)
-                        touched += s
-                base = i0 * Wo
-                _fill_rows(YO, yos, i0, Wo)
-                _coords(m[n], XO, YO, H, W, border, align, projective, eps16, coord_grad, f32,
-                        IX, IY, GX, GY, XS, YS, WS)
-                _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+    f64 = np.empty((11, L), np.float64)
+    IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
+    XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
+    ints = np.empty((3, L), np.int64)
+    K, X0, Y0 = ints[0], ints[1], ints[2]
+    KIND = np.empty(L, np.int8)
+    vals = np.empty((12, L), x.dtype)
+    W00, W01, W10, W11, TX, TY = vals[0], vals[1], vals[2], vals[3], vals[4], vals[5]
+    V00, V01, V10, V11, GIX, GIY = vals[6], vals[7], vals[8], vals[9], vals[10], vals[11]
+    zero = np.zeros(1, x.dtype)[0]
+    one_x = np.ones(1, x.dtype)[0]
+    one = np.uint64(1)
+    Wu = np.uint64(W)
+    acc = np.zeros(9)  # the matrix gradient, row-major
+    box = (0, 0, 0, 0)
+    for t in range(w * per, min(N * G, (w + 1) * per)):
+        n = t // G
+        g = t - n * G
+        c0 = g * CHANNEL_GROUP
+        c1 = min(C, c0 + CHANNEL_GROUP)
+        acc[:] = 0.0
+        if need_x:
+            gxf[n, c0:c1] = 0.0
+        if prefetch:  # the columns the prefetch reads
+            box = _footprint(m[n], xo[0], xo[Wo - 1], yos[0], yos[Ho - 1], H, W, align,
+                             projective, eps16)
+        touched = 0.0
+        x_lo = gx_lo = 0
+        x_hi = gx_hi = -1
+        block_end = 0
+        for i0 in range(0, Ho, chunk_rows):  # a chunk: rows i0..i0 + chunk_rows - 1, one run
+            if i0 == block_end and prefetch:  # prefetch the rows the next block reads
+                block_end = min(Ho, i0 + rows_per_block)
+                _, _, lo, hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i0], yos[block_end - 1],
+                                          H, W, align, projective, eps16)
+                if coord_grad:
+                    s, x_lo, x_hi = _prefetch_rows(xf[n], c0, c1, W, box, lo, hi, x_lo, x_hi,
+                                                   line)
+                    touched += s
                 if need_x:
-                    _scatter_chunk(gxf[n], gof[n], flat_gx, flat_go, n, C, c0, c1, base, H, W,
-                                 nearest, KIND, K, X0, Y0, W00, W01, W10, W11, zero)
-                if not coord_grad:
-                    continue
-                if c1 - c0 >= _PIXEL_MAJOR_CHANNELS:
-                    # Many channels: pixel-major, one sample's taps for the whole group, with
-                    # flat unsigned offsets stepped by a plane.
-                    for j in range(L):
+                    s, gx_lo, gx_hi = _prefetch_rows(gxf[n], c0, c1, W, box, lo, hi, gx_lo,
+                                                     gx_hi, line)
+                    touched += s
+            base = i0 * Wo
+            _fill_rows(YO, yos, i0, Wo)
+            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, coord_grad, f32,
+                    IX, IY, GX, GY, XS, YS, WS)
+            _taps(H, W, nearest, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            if need_x:
+                _scatter_chunk(gxf[n], gof[n], flat_gx, flat_go, n, C, c0, c1, base, H, W,
+                             nearest, KIND, K, X0, Y0, W00, W01, W10, W11, zero)
+            if not coord_grad:
+                continue
+            if c1 - c0 >= _PIXEL_MAJOR_CHANNELS:
+                # Many channels: pixel-major, one sample's taps for the whole group, with
+                # flat unsigned offsets stepped by a plane.
+                for j in range(L):
+                    kind = KIND[j]
+                    tx, ty = TX[j], TY[j]
+                    tx1, ty1 = one_x - tx, one_x - ty
+                    gix = giy = zero
+                    if kind == _INSIDE:
+                        a = np.uint64((n * C + c0) * HW + K[j])
+                        b = np.uint64((n * C + c0) * HWo + base + j)
+                        for _ in range(c0, c1):
+                            gv = flat_go[b]
+                            v00, v01 = flat_x[a], flat_x[a + one]
+                            v10, v11 = flat_x[a + Wu], flat_x[a + Wu + one]
+                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
+                            a += HWu
+                            b += HWou
+                    elif kind == _PARTIAL:
+                        for c in range(c0, c1):
+                            gv = gof[n, c, base + j]
+                            v00, v01, v10, v11, _, _, _, _ = _corner_values(
+                                xf[n, c], j, H, W, K, X0, Y0, zero)
+                            gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
+                            giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
+                    GIX[j] = gix
+                    GIY[j] = giy
+            else:
+                GIX[:] = zero
+                GIY[:] = zero
+                for c in range(c0, c1):
+                    src = xf[n, c]
+                    grow = gof[n, c, base : base + L]
+                    for j in range(L):  # loads only (scalar: gathers are no faster here)
                         kind = KIND[j]
-                        tx, ty = TX[j], TY[j]
-                        tx1, ty1 = one_x - tx, one_x - ty
-                        gix = giy = zero
                         if kind == _INSIDE:
-                            a = np.uint64((n * C + c0) * HW + K[j])
-                            b = np.uint64((n * C + c0) * HWo + base + j)
-                            for _ in range(c0, c1):
-                                gv = flat_go[b]
-                                v00, v01 = flat_x[a], flat_x[a + one]
-                                v10, v11 = flat_x[a + Wu], flat_x[a + Wu + one]
-                                gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
-                                giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
-                                a += HWu
-                                b += HWou
-                        elif kind == _PARTIAL:
-                            for c in range(c0, c1):
-                                gv = gof[n, c, base + j]
-                                v00, v01, v10, v11, _, _, _, _ = _corner_values(
-                                    xf[n, c], j, H, W, K, X0, Y0, zero)
-                                gix += gv * ((v01 - v00) * ty1 + (v11 - v10) * ty)
-                                giy += gv * ((v10 - v00) * tx1 + (v11 - v01) * tx)
-                        GIX[j] = gix
-                        GIY[j] = giy
-                else:
-                    GIX[:] = zero
-                    GIY[:] = zero
-                    for c in range(c0, c1):
-                        src = xf[n, c]
-                        grow = gof[n, c, base : base + L]
-                        for j in range(L):  # loads only (scalar: gathers are no faster here)
-                            kind = KIND[j]
-                            if kind == _INSIDE:
-                                k0 = np.uint64(K[j])
-                                V00[j] = src[k0]
-                                V01[j] = src[k0 + one]
-                                V10[j] = src[k0 + Wu]
-                                V11[j] = src[k0 + Wu + one]
-                            elif kind == _OUTSIDE:
-                                V00[j] = V01[j] = V10[j] = V11[j] = zero
-                            else:
-                                v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K,
-                                                                                X0, Y0, zero)
-                                V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
-                        for j in range(L):  # d(sample) / d(pixel coordinate), over channels
-                            # Outside samples read no pixel: a NaN grad_out there stays out.
-                            gv = grow[j] if KIND[j] != _OUTSIDE else zero
-                            tx, ty = TX[j], TY[j]
-                            GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
-                                            + (V11[j] - V10[j]) * ty)
-                            GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
-                                            + (V11[j] - V01[j]) * tx)
-                _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
-                                 projective)
-            sink[t] = touched
-            if need_m:
-                gm[n, g] = acc.reshape(3, 3)
+                            k0 = np.uint64(K[j])
+                            V00[j] = src[k0]
+                            V01[j] = src[k0 + one]
+                            V10[j] = src[k0 + Wu]
+                            V11[j] = src[k0 + Wu + one]
+                        elif kind == _OUTSIDE:
+                            V00[j] = V01[j] = V10[j] = V11[j] = zero
+                        else:
+                            v00, v01, v10, v11, _, _, _, _ = _corner_values(src, j, H, W, K,
+                                                                            X0, Y0, zero)
+                            V00[j], V01[j], V10[j], V11[j] = v00, v01, v10, v11
+                    for j in range(L):  # d(sample) / d(pixel coordinate), over channels
+                        # Outside samples read no pixel: a NaN grad_out there stays out.
+                        gv = grow[j] if KIND[j] != _OUTSIDE else zero
+                        tx, ty = TX[j], TY[j]
+                        GIX[j] += gv * ((V01[j] - V00[j]) * (one_x - ty)
+                                        + (V11[j] - V10[j]) * ty)
+                        GIY[j] += gv * ((V10[j] - V00[j]) * (one_x - tx)
+                                        + (V11[j] - V01[j]) * tx)
+            _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
+                             projective)
+        sink[t] = touched
+        if need_m:
+            gm[n, g] = acc.reshape(3, 3)
 
 
 @njit(inline="always", cache=True)

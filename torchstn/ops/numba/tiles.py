@@ -35,7 +35,8 @@ from .coords import (
 )
 from .lanes import _lanes_bilinear, _lanes_coord_grad, _lanes_scatter, _transpose_block, tile_lanes
 
-__all__ = ["warp_backward_tiles", "warp_forward_tiles"]
+__all__ = ["warp_backward_tiles", "warp_backward_tiles_serial", "warp_forward_tiles",
+           "warp_forward_tiles_serial"]
 
 
 @njit(inline="always", cache=True)
@@ -143,6 +144,24 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, tasks,
     _footprint bounds them) is read from the input directly. ``shrink``: rows taken off
     either side of the tile, to test that path (0 otherwise).
     """
+    for w in prange(tasks):  # scratch allocated once a task, reused by its units
+        _forward_tiles_task(np.int64(w), x, m, out, border, align, projective, eps16, runs, tasks,
+                            shrink)
+
+
+@njit(cache=True)
+def warp_forward_tiles_serial(x, m, out, border, align, projective, eps16, runs, tasks, shrink):
+    """warp_forward_tiles on the calling thread (small warps; forked processes)."""
+    for w in range(tasks):
+        _forward_tiles_task(w, x, m, out, border, align, projective, eps16, runs, tasks,
+                            shrink)
+
+
+@njit(cache=True)
+def _forward_tiles_task(w, x, m, out, border, align, projective, eps16, runs, tasks, shrink):
+    """Task ``w`` of :func:`warp_forward_tiles`: the one compiled body that the parallel
+    kernel and its serial copy call for each task (each body compiles once, not
+    once per copy)."""
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     V = tile_lanes(x.itemsize)
@@ -161,56 +180,55 @@ def warp_forward_tiles(x, m, out, border, align, projective, eps16, runs, tasks,
     dy = W2 * V
     units = N * G * runs
     per_task = (units + tasks - 1) // tasks
-    for w in prange(tasks):  # scratch allocated once a task, reused by its units
-        XT = np.empty(0, x.dtype)  # grown to the largest tile the task needs
-        OT = np.empty(L * V, x.dtype)
-        zero = np.zeros(1, x.dtype)[0]
-        f64 = np.empty((7, L), np.float64)
-        IX, IY, TX, TY, GX, GY, YO = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5], f64[6]
-        ints = np.empty((3, L), np.int64)
-        K, X0, Y0 = ints[0], ints[1], ints[2]
-        KIND = np.empty(L, np.int8)
-        wts = np.empty((4, L), x.dtype)
-        W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
-        for t in range(w * per_task, min(units, (w + 1) * per_task)):
-            n = t // (G * runs)
-            rest = t - n * G * runs
-            g = rest // runs
-            r = rest - g * runs
-            c0 = g * V
-            cg = min(C, c0 + V) - c0
-            i_start = r * per * chunk_rows
-            i_end = min(chunks, (r + 1) * per) * chunk_rows
-            if i_start >= i_end:
-                continue
-            _, _, y_lo, y_hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i_start],
-                                          yos[i_end - 1], H, W, align, projective, eps16)
-            b0 = y_lo - 1 + shrink
-            b1 = max(b0, y_hi + 1 - shrink)
-            if XT.size < (b1 - b0 + 1) * W2 * V:
-                XT = np.empty((b1 - b0 + 1) * W2 * V, x.dtype)
-            _zero_tile_ring(XT, b0, b1, H, W)
-            off_x = (n * C + c0) * HW
-            off_o = (n * C + c0) * HWo
-            f_lo, f_hi = 0, -1
-            for i0 in range(i_start, i_end, chunk_rows):
-                _fill_rows(YO, yos, i0, Wo)
-                _coords(m[n], XO, YO, H, W, border, align, projective, eps16, False, False,
-                        IX, IY, GX, GY, GX, GX, GX)
-                _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
-                f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, b0, b1, KIND, Y0,
-                                         f_lo, f_hi)
-                for j in range(L):
-                    y0 = Y0[j]
-                    if KIND[j] == _OUTSIDE:
-                        OT[j * V : (j + 1) * V] = 0.0
-                    elif b0 <= y0 and y0 < b1:
-                        q = ((y0 - b0) * W2 + X0[j] + 1) * V
-                        _lanes_bilinear(XT, q, dy, OT, j * V, W00[j], W01[j], W10[j], W11[j])
-                    else:
-                        _sample_direct(flat_x, off_x, cg, HW, H, W, j, K, X0, Y0, W00[j], W01[j],
-                                       W10[j], W11[j], OT, j * V, zero)
-                _move_pixels(flat_out, off_o + i0 * Wo, HWo, OT, 0, L, cg, False)
+    XT = np.empty(0, x.dtype)  # grown to the largest tile the task needs
+    OT = np.empty(L * V, x.dtype)
+    zero = np.zeros(1, x.dtype)[0]
+    f64 = np.empty((7, L), np.float64)
+    IX, IY, TX, TY, GX, GY, YO = f64[0], f64[1], f64[2], f64[3], f64[4], f64[5], f64[6]
+    ints = np.empty((3, L), np.int64)
+    K, X0, Y0 = ints[0], ints[1], ints[2]
+    KIND = np.empty(L, np.int8)
+    wts = np.empty((4, L), x.dtype)
+    W00, W01, W10, W11 = wts[0], wts[1], wts[2], wts[3]
+    for t in range(w * per_task, min(units, (w + 1) * per_task)):
+        n = t // (G * runs)
+        rest = t - n * G * runs
+        g = rest // runs
+        r = rest - g * runs
+        c0 = g * V
+        cg = min(C, c0 + V) - c0
+        i_start = r * per * chunk_rows
+        i_end = min(chunks, (r + 1) * per) * chunk_rows
+        if i_start >= i_end:
+            continue
+        _, _, y_lo, y_hi = _footprint(m[n], xo[0], xo[Wo - 1], yos[i_start],
+                                      yos[i_end - 1], H, W, align, projective, eps16)
+        b0 = y_lo - 1 + shrink
+        b1 = max(b0, y_hi + 1 - shrink)
+        if XT.size < (b1 - b0 + 1) * W2 * V:
+            XT = np.empty((b1 - b0 + 1) * W2 * V, x.dtype)
+        _zero_tile_ring(XT, b0, b1, H, W)
+        off_x = (n * C + c0) * HW
+        off_o = (n * C + c0) * HWo
+        f_lo, f_hi = 0, -1
+        for i0 in range(i_start, i_end, chunk_rows):
+            _fill_rows(YO, yos, i0, Wo)
+            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, False, False,
+                    IX, IY, GX, GY, GX, GX, GX)
+            _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, b0, b1, KIND, Y0,
+                                     f_lo, f_hi)
+            for j in range(L):
+                y0 = Y0[j]
+                if KIND[j] == _OUTSIDE:
+                    OT[j * V : (j + 1) * V] = 0.0
+                elif b0 <= y0 and y0 < b1:
+                    q = ((y0 - b0) * W2 + X0[j] + 1) * V
+                    _lanes_bilinear(XT, q, dy, OT, j * V, W00[j], W01[j], W10[j], W11[j])
+                else:
+                    _sample_direct(flat_x, off_x, cg, HW, H, W, j, K, X0, Y0, W00[j], W01[j],
+                                   W10[j], W11[j], OT, j * V, zero)
+            _move_pixels(flat_out, off_o + i0 * Wo, HWo, OT, 0, L, cg, False)
 
 
 @njit(parallel=True, cache=True)
@@ -224,6 +242,26 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
     the end) and its own partial matrix gradient. The pairs are split into ``tasks``
     contiguous runs, each with its scratch memory (any split gives the same result).
     """
+    for w in prange(tasks):  # scratch allocated once a task, reused by its pairs
+        _backward_tiles_task(np.int64(w), x, m, gout, gx, gm, need_x, need_m, border, align,
+                             projective, eps16, tasks)
+
+
+@njit(cache=True)
+def warp_backward_tiles_serial(x, m, gout, gx, gm, need_x, need_m, border, align, projective, eps16,
+                        tasks):
+    """warp_backward_tiles on the calling thread (small warps; forked processes)."""
+    for w in range(tasks):
+        _backward_tiles_task(w, x, m, gout, gx, gm, need_x, need_m, border, align,
+                             projective, eps16, tasks)
+
+
+@njit(cache=True)
+def _backward_tiles_task(w, x, m, gout, gx, gm, need_x, need_m, border, align, projective,
+                         eps16, tasks):
+    """Task ``w`` of :func:`warp_backward_tiles`: the one compiled body that the parallel
+    kernel and its serial copy call for each task (each body compiles once, not
+    once per copy)."""
     N, C, H, W = x.shape
     Ho, Wo = gout.shape[2], gout.shape[3]
     V = tile_lanes(x.itemsize)
@@ -241,59 +279,58 @@ def warp_backward_tiles(x, m, gout, gx, gm, need_x, need_m, border, align, proje
     dy = W2 * V
     tile = (H + 2) * W2 * V
     per = (N * G + tasks - 1) // tasks
-    for w in prange(tasks):  # scratch allocated once a task, reused by its pairs
-        XT = np.empty(tile if need_m else 1, x.dtype)
-        if need_m:
-            _zero_tile_ring(XT, -1, H, H, W)  # the ring stays zero: only rows are refilled
-        GXT = np.empty(tile if need_x else 1, x.dtype)
-        GT = np.empty(L * V, x.dtype)
-        f64 = np.empty((11, L), np.float64)
-        IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
-        XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
-        ints = np.empty((3, L), np.int64)
-        K, X0, Y0 = ints[0], ints[1], ints[2]
-        KIND = np.empty(L, np.int8)
-        vals = np.empty((8, L), x.dtype)
-        W00, W01, W10, W11, TX, TY, GIX, GIY = (vals[0], vals[1], vals[2], vals[3], vals[4],
-                                                 vals[5], vals[6], vals[7])
-        acc = np.zeros(9)  # the matrix gradient, row-major
-        for t in range(w * per, min(N * G, (w + 1) * per)):
-            n = t // G
-            g = t - n * G
-            c0 = g * V
-            cg = min(C, c0 + V) - c0
+    XT = np.empty(tile if need_m else 1, x.dtype)
+    if need_m:
+        _zero_tile_ring(XT, -1, H, H, W)  # the ring stays zero: only rows are refilled
+    GXT = np.empty(tile if need_x else 1, x.dtype)
+    GT = np.empty(L * V, x.dtype)
+    f64 = np.empty((11, L), np.float64)
+    IX, IY, GX, GY = f64[0], f64[1], f64[2], f64[3]
+    XS, YS, WS, DX, DY, DW, YO = f64[4], f64[5], f64[6], f64[7], f64[8], f64[9], f64[10]
+    ints = np.empty((3, L), np.int64)
+    K, X0, Y0 = ints[0], ints[1], ints[2]
+    KIND = np.empty(L, np.int8)
+    vals = np.empty((8, L), x.dtype)
+    W00, W01, W10, W11, TX, TY, GIX, GIY = (vals[0], vals[1], vals[2], vals[3], vals[4],
+                                             vals[5], vals[6], vals[7])
+    acc = np.zeros(9)  # the matrix gradient, row-major
+    for t in range(w * per, min(N * G, (w + 1) * per)):
+        n = t // G
+        g = t - n * G
+        c0 = g * V
+        cg = min(C, c0 + V) - c0
+        if need_x:
+            GXT[:] = 0.0
+        acc[:] = 0.0
+        off_x = (n * C + c0) * HW
+        off_o = (n * C + c0) * HWo
+        f_lo, f_hi = 0, -1
+        for i0 in range(0, Ho, chunk_rows):
+            base = i0 * Wo
+            _fill_rows(YO, yos, i0, Wo)
+            _coords(m[n], XO, YO, H, W, border, align, projective, eps16, need_m, False,
+                    IX, IY, GX, GY, XS, YS, WS)
+            _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
+            _move_pixels(flat_go, off_o + base, HWo, GT, 0, L, cg, True)
             if need_x:
-                GXT[:] = 0.0
-            acc[:] = 0.0
-            off_x = (n * C + c0) * HW
-            off_o = (n * C + c0) * HWo
-            f_lo, f_hi = 0, -1
-            for i0 in range(0, Ho, chunk_rows):
-                base = i0 * Wo
-                _fill_rows(YO, yos, i0, Wo)
-                _coords(m[n], XO, YO, H, W, border, align, projective, eps16, need_m, False,
-                        IX, IY, GX, GY, XS, YS, WS)
-                _taps(H, W, False, IX, IY, KIND, K, X0, Y0, TX, TY, W00, W01, W10, W11)
-                _move_pixels(flat_go, off_o + base, HWo, GT, 0, L, cg, True)
-                if need_x:
-                    for j in range(L):
-                        if KIND[j] != _OUTSIDE:
-                            q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
-                            _lanes_scatter(GXT, q, dy, GT, j * V, W00[j], W01[j], W10[j], W11[j])
-                if not need_m:
-                    continue
-                f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, -1, H, KIND, Y0, f_lo,
-                                         f_hi)
                 for j in range(L):
-                    if KIND[j] == _OUTSIDE:  # reads no pixel: a NaN grad_out there stays out
-                        GIX[j] = 0.0
-                        GIY[j] = 0.0
-                    else:
+                    if KIND[j] != _OUTSIDE:
                         q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
-                        GIX[j], GIY[j] = _lanes_coord_grad(XT, q, dy, GT, j * V, TX[j], TY[j])
-                _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
-                                 projective)
-            if need_x:
-                _from_tile_rows(GXT, flat_gx, off_x, cg, HW, W, H)
-            if need_m:
-                gm[n, g] = acc.reshape(3, 3)
+                        _lanes_scatter(GXT, q, dy, GT, j * V, W00[j], W01[j], W10[j], W11[j])
+            if not need_m:
+                continue
+            f_lo, f_hi = _cover_rows(flat_x, off_x, cg, HW, H, W, XT, -1, H, KIND, Y0, f_lo,
+                                     f_hi)
+            for j in range(L):
+                if KIND[j] == _OUTSIDE:  # reads no pixel: a NaN grad_out there stays out
+                    GIX[j] = 0.0
+                    GIY[j] = 0.0
+                else:
+                    q = ((Y0[j] + 1) * W2 + X0[j] + 1) * V
+                    GIX[j], GIY[j] = _lanes_coord_grad(XT, q, dy, GT, j * V, TX[j], TY[j])
+            _add_matrix_grad(acc, GIX, GIY, GX, GY, XS, YS, WS, DX, DY, DW, XO, YO,
+                             projective)
+        if need_x:
+            _from_tile_rows(GXT, flat_gx, off_x, cg, HW, W, H)
+        if need_m:
+            gm[n, g] = acc.reshape(3, 3)
