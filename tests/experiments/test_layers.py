@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "torchstn" / "experiments"
 #: Bottom to top: a module may import its own layer and those below, never above.
 LAYERS = [
     {"_files", "options", "optim", "schedules", "checkpoint"},  # small shared pieces
-    {"data", "models", "plots"},  # what tasks are made of
+    {"data", "models", "plots", "zoom"},  # what tasks are made of
     {"tasks"},  # each task, and the base class with its registry
     {"config"},  # a run's configuration (reads the tasks' config classes)
     {"engine"},  # the training loop: knows the Task interface, no task

@@ -14,7 +14,7 @@ from .viz import draw_grid, pyplot, save_figure
 
 __all__ = ["capture_transformers", "colocalization_figure", "curves_figure",
            "house_numbers_figure", "input_regions", "projection_figure", "save_run_figures",
-           "transformer_figure"]
+           "save_views", "transformer_figure"]
 
 
 def _finish(plt, fig, axes, path, title: str) -> Path:
@@ -114,6 +114,21 @@ def transformer_figure(model: nn.Module, x: torch.Tensor, path, *, n: int = 10,
                                   fontsize=9)
         h, w = out.shape[-2:]
         axes[2 * k + 1, 0].set_ylabel(f"{which}output\n{h}x{w}", fontsize=9)
+    return _finish(plt, fig, axes, path, title)
+
+
+@torch.no_grad()
+def save_views(path, x: torch.Tensor, seen: torch.Tensor, title: str = "") -> Path:
+    """Inputs ``x`` (top row) above what a classifier sees of them, ``seen`` (bottom)."""
+    plt = pyplot()
+    n = len(x)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.3), squeeze=False)
+    for i in range(n):
+        for row, t in enumerate((x[i], seen[i])):
+            img, kw = _image(t)
+            axes[row, i].imshow(img, **kw)
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("seen")
     return _finish(plt, fig, axes, path, title)
 
 
