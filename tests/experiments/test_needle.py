@@ -69,3 +69,21 @@ def test_distractors_are_smaller_and_outside_the_object():
         inside[max(0, y0 - 1): y1 + 2, max(0, x0 - 1): x1 + 2] = True
         assert (changed & ~inside).any()  # distractors elsewhere
         assert (changed & ~inside).sum() < (changed & inside).sum()  # each one small
+
+
+def test_train_a_glimpse_from_the_command_line(tmp_path):
+    import json
+
+    from torchstn.experiments.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--task", "needle", "--data-dir", "../shared/datasets", "--canvas",
+                 "128", "--object-min", "16", "--object-max", "24", "--train-size", "16",
+                 "--test-size", "8", "--input-size", "16", "--loc-size", "32", "--width", "4",
+                 "--epochs", "2", "--batch-size", "8", "--out", str(out), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test_object_in_view" in json.dumps(metrics)
+    views = json.loads((out / "views.json").read_text())
+    assert len(views) == 2 and len(views[0]) == 6
+    assert (out / "views.png").exists()

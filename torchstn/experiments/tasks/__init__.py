@@ -8,7 +8,7 @@ A task is a :class:`Task` subclass registered in :data:`TASKS` under its ``name`
 
 from __future__ import annotations
 
-from . import addition, colocalization, digits, house_numbers, images, mnist3d  # noqa: F401  (registers the tasks)
+from . import addition, colocalization, digits, house_numbers, images, mnist3d, needle  # noqa: F401,E501  (registers the tasks)
 from .base import DEFAULT_TASK, TASKS, Sums, Task, build_task  # noqa: F401  (Sums: for task authors)
 
 __all__ = ["DEFAULT_TASK", "TASKS", "Task", "build_task"]
