@@ -31,7 +31,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-import torchstn as ts
 from torchstn.antialias import antialiased_sample, footprint
 
 D64 = torch.float64
