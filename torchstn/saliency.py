@@ -66,7 +66,7 @@ def saliency_grid(saliency: torch.Tensor, out_size, sigma: float, *, padding: in
 
     Example:
         >>> grid = saliency_grid(torch.ones(1, 1, 8, 8), (16, 16), sigma=2.0)
-        >>> torch.allclose(grid, torchstn.grids.affine_grid(torch.eye(2, 3)[None], (1, 1, 16, 16)))
+        >>> torch.allclose(grid, affine_grid(torch.eye(2, 3)[None], (1, 1, 16, 16)))
         True
     """
     saliency = check_tensor("saliency", saliency)
