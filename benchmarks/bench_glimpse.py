@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -76,21 +75,6 @@ def run_one(name: str, batch: int, repeats: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()} | {"peak_mb": peak_mb}
 
 
-def cpu_line() -> str:
-    import torch
-
-    model, flags = platform.processor() or "?", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                     if line.startswith("model name"))
-        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
-    except (OSError, StopIteration):
-        pass
-    return f"CPU: {model}; flags: {' '.join(flags) or 'n/a'}; threads {torch.get_num_threads()}"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -105,6 +89,8 @@ def main(argv=None):
     if args.one:
         print(json.dumps(run_one(args.one, args.batch, args.repeats)))
         return
+    from torchstn.experiments.engine.loop import cpu_line
+
     print(cpu_line())
     print(f"batch {args.batch} x 3 x 512 x 512, float32, median of {args.repeats}\n")
     print("| module | forward ms | forward + backward ms | peak memory MB |")

@@ -21,36 +21,16 @@ the training process, so it adds to the step time).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from torchstn.experiments.data.mnist import DistortedMNIST
 from torchstn.experiments.engine import count_parameters
-from torchstn.experiments.engine.loop import autocast, native_bf16
+from torchstn.experiments.engine.loop import autocast, cpu_line
 from torchstn.experiments.models import build_house_model, build_model, list_models
-
-_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-
-
-def cpu_line() -> str:
-    """The CPU's model name and which of the flags that matter for bf16 it has."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    has = ", ".join(f for f in _FLAGS if f in flags) or "none of " + ", ".join(_FLAGS)
-    return (f"CPU: {model}; flags: {has}; native bf16: "
-            f"{'yes' if native_bf16('cpu') else 'no (emulated)'}")
 
 
 def _median_time(fn, steps: int) -> float:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
 from torchstn.antialias import antialiased_sample, footprint
+from torchstn.experiments.engine.loop import cpu_line
 
 D64 = torch.float64
 
@@ -90,19 +90,6 @@ def cases(size: int):
     # A plane tilted away: the shrink grows from bottom to top of the output.
     m = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -0.6, 1.0]]], dtype=D64)
     yield "homography", m, size // 4
-
-
-def cpu_line() -> str:
-    model = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                     if line.startswith("model name"))
-        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
-    except (OSError, StopIteration):
-        flags = []
-    return f"CPU: {model}; flags: {' '.join(flags) or 'n/a'}; threads {torch.get_num_threads()}"
 
 
 def main(argv=None):

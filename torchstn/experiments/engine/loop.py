@@ -32,8 +32,8 @@ from ..tasks import Task, build_task
 from .distributed import World, session
 from .progress import Progress
 
-__all__ = ["CHECKPOINT", "check_resumable", "count_parameters", "evaluate", "load_run",
-           "native_bf16", "resolve_precision", "train", "transformer_coverage"]
+__all__ = ["CHECKPOINT", "check_resumable", "count_parameters", "cpu_line", "evaluate",
+           "load_run", "native_bf16", "resolve_precision", "train", "transformer_coverage"]
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -123,6 +123,29 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     # Torch's global generator (dropout, ...) restarts from (seed, epoch, rank) every
     # epoch, so a resumed run draws what the uninterrupted one drew.
     return (seed * 1_000_003 + epoch) * 1009 + rank
+
+
+_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+
+
+def cpu_line() -> str:
+    """The CPU's model name, which of the flags that matter for bf16 it has, and torch's
+    thread count: the header of every benchmark table."""
+    import platform
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    has = ", ".join(f for f in _FLAGS if f in flags) or "none of " + ", ".join(_FLAGS)
+    return (f"CPU: {model}; flags: {has}; native bf16: "
+            f"{'yes' if native_bf16('cpu') else 'no (emulated)'}; "
+            f"threads: {torch.get_num_threads()}")
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchstn._registry import Registry
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "build_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "build_task", "classification_step",
+           "classification_sums"]
 
 Sums = dict[str, Any]
 
@@ -102,6 +104,35 @@ class Task:
     def figures(self, out: Path, model: nn.Module, history: list[dict]) -> list[Path]:
         """Write the run's figures into ``out``; return their paths."""
         return []
+
+
+def classification_step(model: nn.Module, batch: Any) -> tuple[torch.Tensor, Sums]:
+    """:meth:`Task.train_step` of a classification task: batch ``(x, y)``, cross-entropy.
+
+    An empty shard (a last batch smaller than the world) still takes part in the backward
+    pass, with a zero loss (cross-entropy's mean of nothing is NaN).
+    """
+    x, y = batch
+    logits = model(x)
+    loss = F.cross_entropy(logits, y) if len(y) else logits.sum() * 0.0
+    return loss, {"loss": loss.detach().double() * len(y),
+                  "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
+
+
+@torch.no_grad()
+def classification_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        device: torch.device, chunk: int) -> Sums:
+    """Summed cross-entropy and errors of ``model`` on uint8 images ``x`` (scaled to [0, 1])
+    with labels ``y``, ``chunk`` images at a time, in eval mode."""
+    model.eval()
+    loss, wrong = 0.0, 0
+    for start in range(0, len(x), chunk):
+        xb = x[start : start + chunk].to(device).float() / 255
+        yb = y[start : start + chunk].to(device)
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        wrong += (logits.argmax(1) != yb).sum().item()
+    return {"loss": loss, "errors": wrong, "count": len(x)}
 
 
 #: Tasks by name.

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.distortions import DISTORTIONS, output_size
@@ -17,7 +16,7 @@ from ..data.mnist import DistortedMNIST, shard_rows
 from ..models import MODELS, build_model
 from ..options import SEED_MAX, option
 from ..plots.figures import save_run_figures
-from .base import TASKS, Task
+from .base import TASKS, Task, classification_step, classification_sums
 
 __all__ = ["DigitsConfig", "DistortedDigits"]
 
@@ -92,33 +91,16 @@ class DistortedDigits(Task):
         return self.data.train_batches(epoch, batch_size, rank=rank, world=world)
 
     def train_step(self, model: nn.Module, batch: Any):
-        x, y = batch
-        logits = model(x)
-        # An empty shard (a last batch smaller than the world) still takes part in the
-        # backward pass, with a zero loss (cross-entropy's mean of nothing is NaN).
-        loss = F.cross_entropy(logits, y) if len(y) else logits.sum() * 0.0
-        sums = {"loss": loss.detach().double() * len(y),
-                "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
-        return loss, sums
+        return classification_step(model, batch)
 
     def train_metrics(self, sums) -> dict[str, float]:
         return _means("train", sums)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1,
                  chunk: int = 1000):
-        model.eval()
         x, y = self.data.test_set()
         rows = shard_rows(len(x), rank, world)
-        x, y = x[rows], y[rows]
-        loss, wrong = 0.0, 0
-        for start in range(0, len(x), chunk):
-            xb = x[start : start + chunk].to(self.device).float() / 255
-            yb = y[start : start + chunk].to(self.device)
-            logits = model(xb)
-            loss += F.cross_entropy(logits, yb, reduction="sum").item()
-            wrong += (logits.argmax(1) != yb).sum().item()
-        return {"loss": loss, "errors": wrong, "count": len(x)}
+        return classification_sums(model, x[rows], y[rows], self.device, chunk)
 
     def eval_metrics(self, sums) -> dict[str, float]:
         return _means("val" if self.cfg.val_size else "test", sums)

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import RESIZES, ImageFolder
 from ..data.mnist import epoch_generator, shard_rows, validation_split
 from ..options import option
 from ..zoom import FRONTS, build_zoom_model
-from .base import TASKS, Task
+from .base import TASKS, Task, classification_step, classification_sums
 
 __all__ = ["ImagesConfig", "ImagesTask"]
 
@@ -103,28 +102,15 @@ class ImagesTask(Task):
                    self.train_y[idx].to(self.device))
 
     def train_step(self, model: nn.Module, batch: Any):
-        x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) if len(y) else logits.sum() * 0.0
-        return loss, {"loss": loss.detach().double() * len(y),
-                      "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
+        return classification_step(model, batch)
 
     def train_metrics(self, sums) -> dict[str, float]:
         return _means("train", sums)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1, chunk: int = 64):
-        model.eval()
         rows = shard_rows(len(self.test_x), rank, world)
-        x, y = self.test_x[rows], self.test_y[rows]
-        loss, wrong = 0.0, 0
-        for start in range(0, len(x), chunk):
-            xb = x[start: start + chunk].to(self.device).float() / 255
-            yb = y[start: start + chunk].to(self.device)
-            logits = model(xb)
-            loss += F.cross_entropy(logits, yb, reduction="sum").item()
-            wrong += (logits.argmax(1) != yb).sum().item()
-        return {"loss": loss, "errors": wrong, "count": len(x)}
+        return classification_sums(model, self.test_x[rows], self.test_y[rows], self.device,
+                                   chunk)
 
     def eval_metrics(self, sums) -> dict[str, float]:
         return _means("val" if self.cfg.val_size else "test", sums)

@@ -28,7 +28,7 @@ from ..data.needle import NeedleImages, load_photos
 from ..options import SEED_MAX, option
 from ..plots.figures import curves_figure, save_views
 from ..zoom import FRONTS, build_zoom_model
-from .base import TASKS, Task
+from .base import TASKS, Task, classification_step
 
 __all__ = ["NeedleConfig", "NeedleTask"]
 
@@ -129,11 +129,7 @@ class NeedleTask(Task):
         return self._test
 
     def train_step(self, model: nn.Module, batch: Any):
-        x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) if len(y) else logits.sum() * 0.0
-        return loss, {"loss": loss.detach().double() * len(y),
-                      "errors": (logits.argmax(1) != y).sum(), "count": len(y)}
+        return classification_step(model, batch)
 
     def train_metrics(self, sums) -> dict[str, float]:
         return _means("train", sums)
