@@ -3,6 +3,7 @@ box, distractors."""
 
 import math
 
+import pytest
 import torch
 
 from torchstn.experiments.data.needle import PHOTOS, NeedleImages, load_photos
@@ -71,6 +72,7 @@ def test_distractors_are_smaller_and_outside_the_object():
         assert (changed & ~inside).sum() < (changed & inside).sum()  # each one small
 
 
+@pytest.mark.slow  # 17 s: the only slow one of this file; the images task trains by default
 def test_train_a_glimpse_from_the_command_line(tmp_path):
     import json
 
