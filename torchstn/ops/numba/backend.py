@@ -158,13 +158,14 @@ def fused_forward(x: torch.Tensor, m: np.ndarray, out_h: int, out_w: int, neares
         pairs = n * -(-c // lanes)
         chunks = out_h // k._chunking(out_h, out_w, 1)[0]
         runs = 1 if serial else max(1, min(chunks, -(-4 * threads // pairs)))
-        tasks = min(pairs * runs, 4 * threads)  # each with its scratch memory
+        # Each task with its scratch memory (set up once a task: serial warps run one).
+        tasks = 1 if serial else min(pairs * runs, 4 * threads)
         fn = k.warp_forward_tiles_serial if serial else k.warp_forward_tiles
         _timed(f"forward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), border,
                align, projective, eps16, runs, tasks, 0)
     else:
         # Contiguous runs of output rows; the split does not change the result.
-        tasks = max(1, min(n * out_h, 8 * threads))
+        tasks = 1 if serial else max(1, min(n * out_h, 8 * threads))
         fn = k.warp_forward_serial if serial else k.warp_forward
         _timed(f"forward[{x.dtype}]{suffix}", fn, x.numpy(), m, out.numpy(), nearest,
                border, align, projective, eps16, tasks,
@@ -194,7 +195,7 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
     suffix = "[serial]" * serial
     # Tasks take runs of (image, channel group) pairs, with scratch memory for the
     # run; the split does not change the result.
-    tasks = max(1, min(n * groups, (4 if lanes else 8) * threads))
+    tasks = 1 if serial else max(1, min(n * groups, (4 if lanes else 8) * threads))
     if lanes:
         fn = k.warp_backward_tiles_serial if serial else k.warp_backward_tiles
         _timed(f"backward-tiles[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(),
