@@ -68,12 +68,16 @@ def footprint(grid: torch.Tensor, in_size, align_corners: bool = False):
         input pixels ``(x, y)``, between horizontally (``ex``) and vertically (``ey``)
         neighbouring output pixels.
     """
+    unit = _unit(grid, in_size, align_corners)
+    return _steps(grid, 2) * unit, _steps(grid, 1) * unit
+
+
+def _unit(grid: torch.Tensor, in_size, align_corners: bool) -> torch.Tensor:
+    """Input pixels per normalised unit, ``(x, y)``."""
     h, w = in_size
     if align_corners:
-        unit = grid.new_tensor([(w - 1) / 2, (h - 1) / 2])
-    else:
-        unit = grid.new_tensor([w / 2, h / 2])
-    return _steps(grid, 2) * unit, _steps(grid, 1) * unit
+        return grid.new_tensor([(w - 1) / 2, (h - 1) / 2])
+    return grid.new_tensor([w / 2, h / 2])
 
 
 def sample_counts(edge: torch.Tensor, density: float = 1.0) -> torch.Tensor:
@@ -109,14 +113,14 @@ def antialiased_sample(input: torch.Tensor, grid: torch.Tensor, mode: str = "bil
             "depends on the data (export with antialias=False)")
     n, c, h, w = input.shape
     _, ho, wo, _ = grid.shape
-    ex, ey = footprint(grid, (h, w), align_corners)
-    kx, ky = sample_counts(ex, density), sample_counts(ey, density)
+    # The grid's steps between neighbouring output pixels (normalised), and in pixels.
+    sx, sy = _steps(grid, 2), _steps(grid, 1)
+    unit = _unit(grid, (h, w), align_corners)
+    kx, ky = sample_counts(sx * unit, density), sample_counts(sy * unit, density)
     most_x, most_y = int(kx.max()) if kx.numel() else 1, int(ky.max()) if ky.numel() else 1
     if most_x == 1 and most_y == 1:
         return F.grid_sample(input, grid, mode=mode, padding_mode=padding_mode,
                              align_corners=align_corners)
-    # The normalised steps: (the grid's differences) = pixel steps / unit.
-    sx, sy = _steps(grid, 2), _steps(grid, 1)
     dx, used_x = _offsets(kx, most_x, grid.dtype)  # (N, Ho, Wo, Kx)
     dy, used_y = _offsets(ky, most_y, grid.dtype)  # (N, Ho, Wo, Ky)
     points = (grid[:, :, :, None, None, :]

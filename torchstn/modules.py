@@ -9,7 +9,7 @@ from torch import nn
 from ._checks import check_choice, check_spatial_size
 from .sampling import MODES, PADDING_MODES, check_input
 from .transforms import Transform, resolve_transform
-from .warping import list_backends, warp
+from .warping import check_antialias, list_backends, warp
 
 __all__ = ["LocalizationNet", "SpatialTransformer", "TransformerModule", "find_transformers",
            "localization_view"]
@@ -205,12 +205,9 @@ class SpatialTransformer(TransformerModule):
         check_choice("padding_mode", padding_mode, PADDING_MODES)
         if out_size is not None:
             out_size = check_spatial_size("out_size", out_size, self.transform.ndim)
-        if antialias and self.transform.ndim != 2:
-            raise ValueError(f"antialias supports the 2-D families, got "
-                             f"{self.transform.name!r}")
         self.loc_size = None if loc_size is None else check_spatial_size(
             "loc_size", loc_size, self.transform.ndim)
-        self.antialias = bool(antialias)
+        self.antialias = check_antialias(antialias, self.transform)
         if localization is None:
             if in_channels is None:
                 raise ValueError("in_channels is required when localization is None")

@@ -27,7 +27,7 @@ from .modules import (
 from .sampling import MODES, PADDING_MODES, check_input
 from .tps import lattice
 from .transforms import Transform, list_transforms, resolve_transform
-from .warping import list_backends, warp
+from .warping import check_antialias, list_backends, warp
 
 __all__ = ["ParallelTransformer", "RecurrentTransformer", "tile_params"]
 
@@ -186,10 +186,7 @@ class ParallelTransformer(TransformerModule):
         starts = self._starts(init)
         self.loc_size = None if loc_size is None else check_spatial_size(
             "loc_size", loc_size, self.transform.ndim)
-        if antialias and self.transform.ndim != 2:
-            raise ValueError(f"antialias supports the 2-D families, got "
-                             f"{self.transform.name!r}")
-        self.antialias = bool(antialias)
+        self.antialias = check_antialias(antialias, self.transform)
         options = dict(out_size=out_size, mode=mode, padding_mode=padding_mode,
                        align_corners=align_corners, antialias=antialias, loc_size=loc_size,
                        backend=backend)
@@ -340,10 +337,7 @@ class RecurrentTransformer(TransformerModule):
     ):
         super().__init__()
         self.transform = resolve_transform(transform)
-        if antialias and self.transform.ndim != 2:
-            raise ValueError(f"antialias supports the 2-D families, got "
-                             f"{self.transform.name!r}")
-        self.antialias = bool(antialias)
+        self.antialias = check_antialias(antialias, self.transform)
         if not self.transform.is_matrix:
             matrix = [n for n in list_transforms() if resolve_transform(n).is_matrix]
             raise ValueError(f"RecurrentTransformer composes transforms: transform "

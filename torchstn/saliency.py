@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice, check_spatial_size, check_tensor, shape_str
-from .grids import affine_grid
+from .grids import affine_grid, compute_dtype
 from .modules import localization_view
-from .sampling import MODES, PADDING_MODES, sample
+from .sampling import MODES, PADDING_MODES, check_input, sample
 
 __all__ = ["SaliencySampler", "saliency_grid"]
 
@@ -84,7 +84,7 @@ def saliency_grid(saliency: torch.Tensor, out_size, sigma: float, *, padding: in
     if not isinstance(padding, int) or padding < radius:
         raise ValueError(f"padding must be an int >= ceil(3 sigma) = {radius}, got {padding!r}")
     n, _, h, w = saliency.shape
-    dtype = saliency.dtype if saliency.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = compute_dtype(saliency.dtype)
     s = saliency.to(dtype)
     padded = F.pad(s, (padding,) * 4, mode="replicate")
     # Cell centres of the padded grid, normalised (align_corners=False: the unpadded
@@ -210,11 +210,9 @@ class SaliencySampler(nn.Module):
         return torch.softmax(scores.reshape(n, -1), dim=1).view_as(scores)
 
     def forward(self, x: torch.Tensor, return_saliency: bool = False):
-        x = check_tensor("x", x)
-        if x.dim() != 4:
-            raise ValueError(f"x must be (N, C, H, W), got shape {shape_str(x.shape)}")
+        x = check_input(x, ranks=(4,))
         weights = self.saliency(x)
-        work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        work = compute_dtype(x.dtype)
         grid = saliency_grid(weights.to(work), self.out_size, self.sigma,
                              align_corners=self.align_corners)
         out = sample(x.to(work), grid, mode=self.mode, padding_mode=self.padding_mode,

@@ -16,11 +16,12 @@ import torch
 from ._checks import check_batch, check_choice, check_spatial_size
 from ._nonfinite import identity_where_nonfinite, nan_where
 from ._registry import Registry
+from .grids import compute_dtype
 from .sampling import check_input, check_sampling_options, sample
 from .transforms import Transform, resolve_transform
 
-__all__ = ["BACKENDS", "Backend", "FusedMatrixBackend", "WarpCall", "list_backends",
-           "register_backend", "warp"]
+__all__ = ["BACKENDS", "Backend", "FusedMatrixBackend", "WarpCall", "check_antialias",
+           "list_backends", "register_backend", "warp"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,13 @@ def select_backend(name: str, call: WarpCall) -> Backend:
     raise AssertionError("the torch backend supports every call")  # pragma: no cover
 
 
+def check_antialias(antialias: bool, transform: Transform) -> bool:
+    """``antialias`` as a bool, refused for a family that is not 2-D."""
+    if antialias and transform.ndim != 2:
+        raise ValueError(f"antialias supports the 2-D families, got {transform.name!r}")
+    return bool(antialias)
+
+
 def _nonfinite_as_identity(params: torch.Tensor, tf: Transform):
     """The parameters with those of images holding a non-finite entry replaced by the
     identity's, and the per-image mask of finite rows ``(N,)`` (the rule:
@@ -256,13 +264,11 @@ def warp(
     if params.device != input.device:
         raise ValueError(f"params is on {params.device} but input is on {input.device}")
     check_sampling_options(mode, padding_mode, input.dim())
-    if antialias and tf.ndim != 2:
-        raise ValueError(f"antialias supports the 2-D families, got {tf.name!r}")
+    antialias = check_antialias(antialias, tf)
     spatial = tuple(input.shape[2:])
     out_size = spatial if out_size is None else check_spatial_size("out_size", out_size, tf.ndim)
-    work_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
-    call = WarpCall(input, params.to(work_dtype), tf, out_size, mode, padding_mode,
-                    bool(align_corners), bool(antialias))
+    call = WarpCall(input, params.to(compute_dtype(input.dtype)), tf, out_size, mode,
+                    padding_mode, bool(align_corners), antialias)
     chosen = select_backend(backend, call)
     if isinstance(chosen, FusedMatrixBackend) and (torch.onnx.is_in_onnx_export()
                                                    or torch.jit.is_tracing()):

@@ -17,10 +17,10 @@ Fronts (:data:`FRONTS`):
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 import torchstn
+from torchstn.modules import localization_view
 
 __all__ = ["FRONTS", "ZoomClassifier", "build_zoom_model", "small_cnn"]
 
@@ -53,14 +53,14 @@ def _localization(in_channels: int, width: int = 16) -> nn.Sequential:
 
 
 class _Resize(nn.Module):
+    """The whole image at ``size``, anti-aliased (:func:`torchstn.modules.localization_view`)."""
+
     def __init__(self, size: tuple[int, int]):
         super().__init__()
         self.size = size
 
     def forward(self, x):
-        if tuple(x.shape[2:]) == self.size:
-            return x
-        return F.interpolate(x, size=self.size, mode="bilinear", antialias=True)
+        return localization_view(x, self.size)
 
 
 class ZoomClassifier(nn.Module):
@@ -76,8 +76,16 @@ class ZoomClassifier(nn.Module):
         """What the classifier sees."""
         return x if self.front is None else self.front(x)
 
-    def forward(self, x):
-        return self.classifier(self.view(x))
+    def forward(self, x, return_params: bool = False):
+        """The logits; with ``return_params=True`` also the glimpse transformer's parameters
+        (None for the other fronts), from the same localisation pass."""
+        params = None
+        if isinstance(self.front, torchstn.SpatialTransformer) and return_params:
+            seen, params = self.front(x, return_params=True)
+        else:
+            seen = self.view(x)
+        logits = self.classifier(seen)
+        return (logits, params) if return_params else logits
 
 
 def build_zoom_model(front: str, *, in_channels: int, num_classes: int,

@@ -14,8 +14,8 @@ from torch import nn
 
 from torchstn._registry import Registry
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "build_task", "classification_step",
-           "classification_sums"]
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "build_task", "classification_means",
+           "classification_step", "classification_sums"]
 
 Sums = dict[str, Any]
 
@@ -133,6 +133,14 @@ def classification_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         wrong += (logits.argmax(1) != yb).sum().item()
     return {"loss": loss, "errors": wrong, "count": len(x)}
+
+
+def classification_means(split: str, sums: Sums) -> dict[str, float]:
+    """``{split}_loss`` (mean cross-entropy) and ``{split}_error`` (%) from summed metrics
+    (an empty split reads as 0, not a division by zero)."""
+    count = max(1, sums["count"])
+    return {f"{split}_loss": sums["loss"] / count,
+            f"{split}_error": 100.0 * sums["errors"] / count}
 
 
 #: Tasks by name.

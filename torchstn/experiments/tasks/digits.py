@@ -16,7 +16,13 @@ from ..data.mnist import DistortedMNIST, shard_rows
 from ..models import MODELS, build_model
 from ..options import SEED_MAX, option
 from ..plots.figures import save_run_figures
-from .base import TASKS, Task, classification_step, classification_sums
+from .base import (
+    TASKS,
+    Task,
+    classification_means,
+    classification_step,
+    classification_sums,
+)
 
 __all__ = ["DigitsConfig", "DistortedDigits"]
 
@@ -48,12 +54,6 @@ class DigitsConfig:
     def resolve(self) -> None:
         if self.st_downsample is None:
             self.st_downsample = self.distortion in ("rts", "tc")
-
-
-def _means(split: str, sums) -> dict[str, float]:
-    """Mean cross-entropy and error (%) of a split from its sums."""
-    return {f"{split}_loss": sums["loss"] / sums["count"],
-            f"{split}_error": 100.0 * sums["errors"] / sums["count"]}
 
 
 @TASKS.register("distorted-digits")
@@ -94,7 +94,7 @@ class DistortedDigits(Task):
         return classification_step(model, batch)
 
     def train_metrics(self, sums) -> dict[str, float]:
-        return _means("train", sums)
+        return classification_means("train", sums)
 
     def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1,
                  chunk: int = 1000):
@@ -103,7 +103,7 @@ class DistortedDigits(Task):
         return classification_sums(model, x[rows], y[rows], self.device, chunk)
 
     def eval_metrics(self, sums) -> dict[str, float]:
-        return _means("val" if self.cfg.val_size else "test", sums)
+        return classification_means("val" if self.cfg.val_size else "test", sums)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "distortion": self.cfg.distortion,

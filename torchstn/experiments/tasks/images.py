@@ -16,7 +16,13 @@ from ..data.images import RESIZES, ImageFolder
 from ..data.mnist import epoch_generator, shard_rows, validation_split
 from ..options import option
 from ..zoom import FRONTS, build_zoom_model
-from .base import TASKS, Task, classification_step, classification_sums
+from .base import (
+    TASKS,
+    Task,
+    classification_means,
+    classification_step,
+    classification_sums,
+)
 
 __all__ = ["ImagesConfig", "ImagesTask"]
 
@@ -45,11 +51,6 @@ class ImagesConfig:
     val_size: int = option(0, "hold out this many training images (fixed, seeded) and score "
                               "on them instead of the test set: for choosing a recipe",
                            minimum=0)
-
-
-def _means(split: str, sums) -> dict[str, float]:
-    count = max(1, sums["count"])
-    return {f"{split}_loss": sums["loss"] / count, f"{split}_error": 100.0 * sums["errors"] / count}
 
 
 @TASKS.register("images")
@@ -105,7 +106,7 @@ class ImagesTask(Task):
         return classification_step(model, batch)
 
     def train_metrics(self, sums) -> dict[str, float]:
-        return _means("train", sums)
+        return classification_means("train", sums)
 
     def evaluate(self, model: nn.Module, *, rank: int = 0, world: int = 1, chunk: int = 64):
         rows = shard_rows(len(self.test_x), rank, world)
@@ -113,7 +114,7 @@ class ImagesTask(Task):
                                    chunk)
 
     def eval_metrics(self, sums) -> dict[str, float]:
-        return _means("val" if self.cfg.val_size else "test", sums)
+        return classification_means("val" if self.cfg.val_size else "test", sums)
 
     def summary(self) -> dict[str, Any]:
         return {"model": self.cfg.model, "classes": self.data.classes,

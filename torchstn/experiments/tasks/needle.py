@@ -28,7 +28,7 @@ from ..data.needle import NeedleImages, load_photos
 from ..options import SEED_MAX, option
 from ..plots.figures import curves_figure, save_views
 from ..zoom import FRONTS, build_zoom_model
-from .base import TASKS, Task, classification_step
+from .base import TASKS, Task, classification_means, classification_step
 
 __all__ = ["NeedleConfig", "NeedleTask"]
 
@@ -60,23 +60,20 @@ class NeedleConfig:
 
 
 def _means(split: str, sums) -> dict[str, float]:
-    count = max(1, sums["count"])
-    out = {f"{split}_loss": sums["loss"] / count, f"{split}_error": 100.0 * sums["errors"] / count}
+    out = classification_means(split, sums)
     if "in_view" in sums:
+        count = max(1, sums["count"])
         out[f"{split}_object_in_view"] = 100.0 * sums["in_view"] / count
         out[f"{split}_view_share"] = 100.0 * sums["share"] / count
     return out
 
 
-def glimpse_boxes(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The glimpse of each image as ``(N, 4)`` normalised ``(x0, y0, x1, y1)`` (None for
-    models without a glimpse transformer)."""
-    front = getattr(model, "front", None)
-    if getattr(model, "kind", "") not in ("glimpse", "glimpse-plain"):
-        return None
-    p = front.parameters_of(x)  # attention: (log s, tx, ty)
-    s = torch.exp(p[:, 0].clamp(-10, 10))
-    return torch.stack([p[:, 1] - s, p[:, 2] - s, p[:, 1] + s, p[:, 2] + s], 1)
+def glimpse_boxes(params: torch.Tensor) -> torch.Tensor:
+    """The glimpses of attention parameters ``(N, 3)`` (``log s, tx, ty``) as ``(N, 4)``
+    normalised ``(x0, y0, x1, y1)``."""
+    s = torch.exp(params[:, 0].clamp(-10, 10))
+    return torch.stack([params[:, 1] - s, params[:, 2] - s, params[:, 1] + s,
+                        params[:, 2] + s], 1)
 
 
 @TASKS.register("needle")
@@ -145,11 +142,11 @@ class NeedleTask(Task):
         for start in range(0, len(x), chunk):
             xb = x[start: start + chunk].to(self.device).float() / 255
             yb = y[start: start + chunk].to(self.device)
-            logits = model(xb)
+            logits, params = model(xb, return_params=True)
             sums["loss"] += F.cross_entropy(logits, yb, reduction="sum").item()
             sums["errors"] += (logits.argmax(1) != yb).sum().item()
-            view = glimpse_boxes(model, xb)
-            if view is not None:
+            if params is not None:
+                view = glimpse_boxes(params)
                 centre = (boxes[start: start + chunk, :2] + boxes[start: start + chunk, 2:]) / 2
                 c = (2 * centre.to(view) + 1) / s - 1  # normalised (align_corners=False)
                 inside = ((c >= view[:, :2]) & (c <= view[:, 2:])).all(1)
@@ -166,10 +163,11 @@ class NeedleTask(Task):
         x = self.test_set()[0][:TRACKED].to(self.device).float() / 255
         model.eval()
         with torch.no_grad():
-            view = glimpse_boxes(model, x)
+            _, params = model(x, return_params=True)
         model.train()
-        if view is None:
+        if params is None:
             return
+        view = glimpse_boxes(params)
         path = Path(out) / "views.json"
         tracks = json.loads(path.read_text()) if path.is_file() else []
         tracks = tracks[: len(history) - 1]  # a resumed run rewrites what it redoes
