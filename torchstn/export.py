@@ -41,12 +41,20 @@ __all__ = ["OPSET", "export_onnx", "reference_decompositions"]
 OPSET = 18
 
 
+def _no_antialias(*args):
+    raise NotImplementedError(
+        "antialias=True does not export to ONNX yet: the number of samples per output "
+        "pixel depends on the data, and ONNX has no anti-aliased GridSample (export with "
+        "antialias=False; torch.export and torch.compile keep the fused operator)")
+
+
 def reference_decompositions() -> dict:
     """A decomposition table (for :meth:`torch.export.ExportedProgram.run_decompositions`)
     that replaces every fused warp operator by the reference path, with PyTorch's default
     decompositions for everything else."""
     table = torch.export.default_decompositions()
     table[torch.ops.torchstn.numba_warp.default] = reference_warp
+    table[torch.ops.torchstn.numba_warp_antialias.default] = _no_antialias
     if importlib.util.find_spec("triton") is not None:
         from .ops.triton.backend import register_ops
 

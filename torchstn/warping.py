@@ -128,8 +128,13 @@ class FusedMatrixBackend(Backend):
         if x.numel() == 0 or 0 in call.out_size:
             return "empty input or output"
         if call.antialias:
-            return "antialias runs on backend 'torch'"
+            return self.antialias_unsupported(call)
         return None
+
+    def antialias_unsupported(self, call: WarpCall) -> str | None:
+        """``None`` if the kernels anti-alias ``call`` (a supported warp with
+        ``antialias=True``), else why not."""
+        return "antialias runs on backend 'torch'"
 
     @staticmethod
     def _matrices(call: WarpCall) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .._autograd import check_grad_out, check_out_size, check_warp_args, registe
 from .memory import _empty
 
 __all__ = ["SERIAL_BELOW", "NumbaBackend", "compile_seconds", "fused_backward",
-           "fused_forward"]
+           "fused_backward_antialias", "fused_forward", "fused_forward_antialias"]
 
 _kernels = None
 #: Seconds spent compiling (or loading from Numba's cache) each kernel, by name.
@@ -36,7 +36,7 @@ compile_seconds: dict[str, float] = {}
 
 # The files whose code the compiled kernels hold (kernels inline helpers across files).
 _KERNEL_SOURCES = ("coords.py", "prefetch.py", "lanes.py", "forward.py", "backward.py",
-                   "tiles.py", "kernels.py")
+                   "tiles.py", "antialias.py", "kernels.py")
 
 
 def _drop_stale_cache(here: str | None = None) -> None:
@@ -214,6 +214,59 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
     return (gx if need_x else None), total
 
 
+def _antialias_serial(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether an anti-aliased warp runs on the calling thread: as plain warps, counting
+    each output value once per input pixel it may average (the size ratio, at most
+    MAX_SAMPLES**2)."""
+    per = x.shape[2] * x.shape[3] // (out.shape[2] * out.shape[3])
+    return _serial(out.numel() * max(1, min(per, 1024)))
+
+
+def fused_forward_antialias(x: torch.Tensor, m: np.ndarray, out_h: int, out_w: int,
+                            nearest: bool, border: bool, align: bool, projective: bool,
+                            eps16: float) -> torch.Tensor:
+    """:func:`fused_forward`, anti-aliased (bilinear only: ``nearest`` is False)."""
+    k = _load()
+    n, c = x.shape[:2]
+    out = _empty(n, c, out_h, out_w, dtype=x.dtype)
+    serial = _antialias_serial(x, out)
+    threads = 1 if serial else _set_threads()
+    # Contiguous runs of output rows; the split does not change the result.
+    tasks = 1 if serial else max(1, min(n * out_h, 8 * threads))
+    fn = k.warp_antialias_forward_serial if serial else k.warp_antialias_forward
+    _timed(f"antialias-forward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m,
+           out.numpy(), border, align, projective, eps16, tasks)
+    return out
+
+
+def fused_backward_antialias(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor,
+                             need_x: bool, need_m: bool, nearest: bool, border: bool,
+                             align: bool, projective: bool,
+                             eps16: float) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """:func:`fused_backward` of :func:`fused_forward_antialias`. Deterministic: a task
+    per (image, channel group), partial matrix gradients summed in a fixed order."""
+    k = _load()
+    go = grad_out.contiguous().to(x.dtype)
+    n, c = x.shape[:2]
+    serial = _antialias_serial(x, go)
+    threads = 1 if serial else _set_threads()
+    # Channel groups only where the images are too few to keep the threads busy: each
+    # group recomputes the footprints. The split does not change the result.
+    groups = 1 if serial else min(c, max(1, -(-4 * threads // n)))
+    gx = _empty(*x.shape, dtype=x.dtype) if need_x else torch.zeros(1, 1, 1, 1, dtype=x.dtype)
+    gm = np.zeros((n, groups, 3, 3))
+    fn = k.warp_antialias_backward_serial if serial else k.warp_antialias_backward
+    _timed(f"antialias-backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m,
+           go.numpy(), gx.numpy(), gm, need_x, need_m, border, align, projective, eps16,
+           groups)
+    total = None
+    if need_m:
+        total = gm[:, 0]
+        for g in range(1, groups):
+            total = total + gm[:, g]
+    return (gx if need_x else None), total
+
+
 # --- The custom operators -------------------------------------------------------------
 #
 # torchstn::numba_warp(input, matrix, ...) is the fused warp as a PyTorch operator, with
@@ -242,66 +295,83 @@ def _matrices(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(m.numpy()), bad
 
 
-@torch.library.custom_op("torchstn::numba_warp", mutates_args=(), device_types="cpu")
-def numba_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
-               nearest: bool, border: bool, align_corners: bool,
-               projective: bool) -> torch.Tensor:
-    """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
-    ``(N, C, out_h, out_w)``, contiguous, dtype of ``input``."""
-    check_warp_args("numba_warp", input, matrix, _DTYPES)
-    check_out_size("numba_warp", out_h, out_w)
-    m, bad = _matrices(matrix)
-    out = fused_forward(input.contiguous(), m, out_h, out_w, nearest, border, align_corners,
-                        projective, _eps16(matrix.dtype))
-    if bad is not None:
-        out[torch.from_numpy(bad)] = float("nan")
-    return out
+def _define_ops(name: str, antialias: bool):
+    """Define the forward operator ``torchstn::<name>`` and its backward operator
+    ``torchstn::<name>_backward`` on the kernels (plain, or anti-aliased: ``antialias``),
+    with their fake implementations and autograd formula; return both."""
+
+    def check_mode(nearest: bool) -> None:
+        if antialias and nearest:
+            raise ValueError(f"torchstn::{name}: nearest must be False (the anti-aliased "
+                             "kernels sample bilinearly)")
+
+    @torch.library.custom_op(f"torchstn::{name}", mutates_args=(), device_types="cpu")
+    def forward(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
+                nearest: bool, border: bool, align_corners: bool,
+                projective: bool) -> torch.Tensor:
+        check_warp_args(name, input, matrix, _DTYPES)
+        check_out_size(name, out_h, out_w)
+        check_mode(nearest)
+        m, bad = _matrices(matrix)
+        run = fused_forward_antialias if antialias else fused_forward
+        out = run(input.contiguous(), m, out_h, out_w, nearest, border, align_corners,
+                  projective, _eps16(matrix.dtype))
+        if bad is not None:
+            out[torch.from_numpy(bad)] = float("nan")
+        return out
+
+    @forward.register_fake
+    def _(input, matrix, out_h, out_w, nearest, border, align_corners, projective):
+        check_warp_args(name, input, matrix, _DTYPES)
+        check_out_size(name, out_h, out_w)
+        check_mode(nearest)
+        return input.new_empty(input.shape[0], input.shape[1], out_h, out_w)
+
+    @torch.library.custom_op(f"torchstn::{name}_backward", mutates_args=(),
+                             device_types="cpu")
+    def backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
+                 nearest: bool, border: bool, align_corners: bool, projective: bool,
+                 need_input: bool, need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        check_warp_args(f"{name}_backward", input, matrix, _DTYPES)
+        check_grad_out(f"{name}_backward", grad_out, input)
+        check_mode(nearest)
+        m, bad = _matrices(matrix)
+        go = grad_out
+        if bad is not None:
+            go = grad_out.clone()
+            go[torch.from_numpy(bad)] = 0.0
+        gx = gm = None
+        if need_input or need_matrix:
+            run = fused_backward_antialias if antialias else fused_backward
+            gx, gm = run(input.contiguous(), m, go, need_input, need_matrix, nearest, border,
+                         align_corners, projective, _eps16(matrix.dtype))
+        if need_matrix:
+            if not projective:
+                gm[:, 2] = 0.0  # the affine path never reads the last row
+            grad_matrix = torch.from_numpy(np.ascontiguousarray(gm)).to(matrix.dtype)
+        else:
+            grad_matrix = matrix.new_empty(0)
+        return (gx if need_input else input.new_empty(0)), grad_matrix
+
+    @backward.register_fake
+    def _(grad_out, input, matrix, nearest, border, align_corners, projective, need_input,
+          need_matrix):
+        return (input.new_empty(input.shape) if need_input else input.new_empty(0),
+                matrix.new_empty(matrix.shape) if need_matrix else matrix.new_empty(0))
+
+    register_warp_autograd(forward, backward,
+                           getattr(torch.ops.torchstn, f"{name}_backward"), "numba")
+    return forward, backward
 
 
-@numba_warp.register_fake
-def _(input, matrix, out_h, out_w, nearest, border, align_corners, projective):
-    check_warp_args("numba_warp", input, matrix, _DTYPES)
-    check_out_size("numba_warp", out_h, out_w)
-    return input.new_empty(input.shape[0], input.shape[1], out_h, out_w)
-
-
-@torch.library.custom_op("torchstn::numba_warp_backward", mutates_args=(), device_types="cpu")
-def numba_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
-                        nearest: bool, border: bool, align_corners: bool, projective: bool,
-                        need_input: bool,
-                        need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`numba_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
-    like ``input`` and ``matrix`` (its last row 0 unless ``projective``); an empty tensor
-    for a gradient not asked for."""
-    check_warp_args("numba_warp_backward", input, matrix, _DTYPES)
-    check_grad_out("numba_warp_backward", grad_out, input)
-    m, bad = _matrices(matrix)
-    go = grad_out
-    if bad is not None:
-        go = grad_out.clone()
-        go[torch.from_numpy(bad)] = 0.0
-    gx = gm = None
-    if need_input or need_matrix:
-        gx, gm = fused_backward(input.contiguous(), m, go, need_input, need_matrix, nearest,
-                                border, align_corners, projective, _eps16(matrix.dtype))
-    if need_matrix:
-        if not projective:
-            gm[:, 2] = 0.0  # the affine path never reads the last row
-        grad_matrix = torch.from_numpy(np.ascontiguousarray(gm)).to(matrix.dtype)
-    else:
-        grad_matrix = matrix.new_empty(0)
-    return (gx if need_input else input.new_empty(0)), grad_matrix
-
-
-@numba_warp_backward.register_fake
-def _(grad_out, input, matrix, nearest, border, align_corners, projective, need_input,
-      need_matrix):
-    return (input.new_empty(input.shape) if need_input else input.new_empty(0),
-            matrix.new_empty(matrix.shape) if need_matrix else matrix.new_empty(0))
-
-
-register_warp_autograd(numba_warp, numba_warp_backward, torch.ops.torchstn.numba_warp_backward,
-                       "numba")
+#: The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
+#: ``(N, C, out_h, out_w)``, contiguous, dtype of ``input``. Its backward operator
+#: returns ``(grad_input, grad_matrix)``, like ``input`` and ``matrix`` (the last row 0
+#: unless ``projective``), an empty tensor for a gradient not asked for.
+numba_warp, numba_warp_backward = _define_ops("numba_warp", antialias=False)
+#: The same, anti-aliased (:mod:`torchstn.ops.numba.antialias`; ``nearest`` must be False).
+numba_warp_antialias, numba_warp_antialias_backward = _define_ops("numba_warp_antialias",
+                                                                  antialias=True)
 
 
 class NumbaBackend(FusedMatrixBackend):
@@ -328,4 +398,11 @@ class NumbaBackend(FusedMatrixBackend):
             p = call.params
             rest = torch.eye(3, dtype=p.dtype, device=p.device).reshape(1, 9)[:, entries:]
             matrix = torch.cat([p, rest.expand(p.shape[0], 9 - entries)], 1).view(-1, 3, 3)
-        return torch.ops.torchstn.numba_warp(call.input, matrix, *self._options(call))
+        op = torch.ops.torchstn.numba_warp_antialias if call.antialias else (
+            torch.ops.torchstn.numba_warp)
+        return op(call.input, matrix, *self._options(call))
+
+    def antialias_unsupported(self, call: WarpCall) -> str | None:
+        if call.mode != "bilinear":
+            return f"antialias with mode {call.mode!r} runs on backend 'torch'"
+        return None
