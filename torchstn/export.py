@@ -60,6 +60,7 @@ def reference_decompositions() -> dict:
 
         register_ops()  # defined on the first Triton warp, else
         table[torch.ops.torchstn.triton_warp.default] = reference_warp
+        table[torch.ops.torchstn.triton_warp_antialias.default] = _no_antialias
     return table
 
 

@@ -160,6 +160,23 @@ def test_auto_picks_the_kernels_and_nearest_stays_on_the_reference_path(monkeypa
                                                 False, False)
 
 
+@pytest.mark.parametrize("projective", [False, True])
+def test_opcheck(projective):
+    """Schema, fake tensors, autograd registration and AOT dispatch of both operators
+    (float32: the float64 kernels compile only under -m slow)."""
+    x = _image(2, 3, 20, 18, torch.float32).requires_grad_()
+    m = ts.get_transform("projective").matrix(_params("projective", 2, torch.float32))
+    if not projective:
+        m[:, 2] = torch.tensor([0.0, 0.0, 1.0])
+    m.requires_grad_()
+    torch.library.opcheck(torch.ops.torchstn.numba_warp_antialias.default,
+                          (x, m, 5, 4, False, projective, True, projective))
+    for need in ((True, True), (False, True), (True, False)):
+        torch.library.opcheck(torch.ops.torchstn.numba_warp_antialias_backward.default,
+                              (torch.randn(2, 3, 5, 4), x.detach(), m.detach(), False,
+                               projective, True, projective, *need))
+
+
 def _stn(**kw):
     torch.manual_seed(0)
     stn = ts.SpatialTransformer(None, "affine", in_channels=2, loc_features=64,

@@ -86,6 +86,12 @@ def test_triton_ops_schema_fake_and_autograd_registration_in_the_interpreter():
     torch.library.opcheck(torch.ops.torchstn.triton_warp_backward.default,
                           (torch.randn(2, 3, 4, 7), x.detach(), m.detach(), False, True,
                            False, False, True, True), test_utils=utils)
+    # The anti-aliased pair: a shrink of 2 to 3 points per output pixel, kept small.
+    torch.library.opcheck(torch.ops.torchstn.triton_warp_antialias.default,
+                          (x, m, 2, 3, False, True, False, False), test_utils=utils)
+    torch.library.opcheck(torch.ops.torchstn.triton_warp_antialias_backward.default,
+                          (torch.randn(2, 3, 2, 3), x.detach(), m.detach(), False, True,
+                           False, False, True, True), test_utils=utils)
 
 
 def test_op_errors_name_the_argument():

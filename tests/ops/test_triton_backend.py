@@ -11,6 +11,7 @@ import torch
 from helpers import assert_fused_refusals, fused_and_reference, smooth_image
 
 import torchstn as ts
+from torchstn import antialias
 from torchstn.ops.triton import launch as triton_launch
 
 pytest.importorskip("triton")
@@ -234,10 +235,22 @@ bwd = compile_(k.warp_bwd_kernel, {
     "scale_ptr": "*fp32", "part_ptr": "*fp32", **sizes, **strides,
     **{name: "i32" for name in ["sgn", "sgc", "sgh"]}, "sgw": "constexpr", "eps16": "fp32",
     **{name: "constexpr" for name in bflags}}, {**bflags, **ones, "sgw": 1})
-atomics = [line.strip() for line in bwd.asm["ptx"].splitlines()
+aflags = {k: v for k, v in flags.items() if k != "NEAREST"}
+afwd = compile_(k.warp_aa_fwd_kernel, {
+    "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "out_ptr": f"*{dtype}", **sizes, **strides,
+    **{name: "i32" for name in ["son", "soc", "soh"]}, "sow": "constexpr", "eps16": "fp32",
+    **{name: "constexpr" for name in aflags}}, {**aflags, **ones, "sow": 1})
+assert ".entry warp_aa_fwd_kernel" in afwd.asm["ptx"]
+abflags = {"NEED_X": True, "NEED_M": True, **aflags}
+abwd = compile_(k.warp_aa_bwd_kernel, {
+    "x_ptr": f"*{dtype}", "m_ptr": "*fp32", "go_ptr": f"*{dtype}", "gx_ptr": "*i64",
+    "scale_ptr": "*fp32", "part_ptr": "*fp32", **sizes, **strides,
+    **{name: "i32" for name in ["sgn", "sgc", "sgh"]}, "sgw": "constexpr", "eps16": "fp32",
+    **{name: "constexpr" for name in abflags}}, {**abflags, **ones, "sgw": 1})
+atomics = [line.strip() for b in (bwd, abwd) for line in b.asm["ptx"].splitlines()
            if any(word.startswith(("atom.", "red.")) for word in line.split())]
 print("ATOMICS", "|".join(atomics))
-print("CUBIN", len(bwd.asm["cubin"]))
+print("CUBIN", min(len(bwd.asm["cubin"]), len(abwd.asm["cubin"])))
 """
 
 
@@ -264,3 +277,47 @@ def test_kernels_compile_for_the_gpu(dtype):
     assert atomics and all(".u64" in a or ".s64" in a for a in atomics), atomics
     assert not any(".f32" in a or ".f16" in a or ".bf16" in a for a in atomics), atomics
     assert int(result.stdout.split("CUBIN ", 1)[1].split()[0]) > 0
+
+
+# --- antialias=True: the anti-aliased kernels (torchstn/ops/triton/antialias.py) ---------
+# Small cases: the interpreter takes about 0.1 s per supersampling point and channel.
+
+_AA_PARAMS = {  # generic values: no sample on a pixel boundary, where bilinear's
+    # coordinate gradient jumps and float32 rounding would pick either side
+    "affine": [[1.31, 0.23, 0.051, -0.12, 1.13, 0.013], [0.93, -0.31, 0.017, 0.22, 1.21, 0.11]],
+    "projective": [[1.3, 0.2, 0.05, -0.1, 1.1, 0.0, 0.2, -0.1],
+                   [0.9, -0.3, 0.0, 0.2, 1.2, 0.1, -0.1, 0.1]],
+}
+
+
+@pytest.mark.parametrize(("family", "padding_mode", "align_corners"),
+                         [("affine", "zeros", False), ("affine", "border", True),
+                          ("projective", "zeros", True), ("projective", "border", False)])
+def test_antialias_matches_the_reference(family, padding_mode, align_corners):
+    p = torch.tensor(_AA_PARAMS[family], device=DEVICE)
+    x = torch.rand(2, 2, 9, 8, device=DEVICE)  # up to 3 x 3 points per output pixel
+    g = torch.randn(2, 2, 4, 3, device=DEVICE)
+    kw = dict(out_size=(4, 3), padding_mode=padding_mode, align_corners=align_corners,
+              antialias=True)
+    (out, gx, gp), (ref, rgx, rgp) = fused_and_reference("triton", x, p, family, g, **kw)
+    counts = antialias.sample_counts(antialias.footprint(
+        ts.get_transform(family).grid(p, (2, 2, 4, 3), align_corners=align_corners),
+        (9, 8), align_corners)[0])
+    assert counts.max() > 1  # the footprint is averaged
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gx, rgx, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gp, rgp, rtol=1e-4, atol=1e-5)
+    # Deterministic: the same bits again.
+    (out2, gx2, gp2), _ = fused_and_reference("triton", x, p, family, g, **kw)
+    assert torch.equal(out, out2) and torch.equal(gx, gx2) and torch.equal(gp, gp2)
+
+
+def test_antialias_refuses_nearest_and_the_nonfinite_rule_holds():
+    x = torch.rand(2, 1, 8, 8, device=DEVICE)
+    p = torch.tensor(_AA_PARAMS["affine"], device=DEVICE)
+    with pytest.raises(ValueError, match="backend 'triton' cannot run this warp: antialias "
+                                         "with mode 'nearest' runs on backend 'torch'"):
+        ts.warp(x, p, "affine", antialias=True, mode="nearest", backend="triton")
+    p[1, 0] = float("inf")
+    out = ts.warp(x, p, "affine", out_size=(3, 3), antialias=True, backend="triton")
+    assert out[1].isnan().all() and out[0].isfinite().all()

@@ -49,8 +49,14 @@ class TritonBackend(FusedMatrixBackend):
 
     def __call__(self, call: WarpCall) -> torch.Tensor:
         register_ops()
-        return torch.ops.torchstn.triton_warp(call.input, self._matrices(call),
-                                              *self._options(call))
+        op = torch.ops.torchstn.triton_warp_antialias if call.antialias else (
+            torch.ops.torchstn.triton_warp)
+        return op(call.input, self._matrices(call), *self._options(call))
+
+    def antialias_unsupported(self, call: WarpCall) -> str | None:
+        if call.mode != "bilinear":
+            return f"antialias with mode {call.mode!r} runs on backend 'torch'"
+        return None
 
     def automatic(self, call: WarpCall) -> bool:
         # Never chosen by backend="auto" (not even on CUDA) until scripts/gpu-check.sh has

@@ -66,13 +66,15 @@ def _launcher(kernel, probe: torch.Tensor):
 
 
 def fused_forward(x: torch.Tensor, m: torch.Tensor, out_h: int, out_w: int, nearest: bool,
-                  border: bool, align: bool, projective: bool) -> torch.Tensor:
+                  border: bool, align: bool, projective: bool,
+                  antialias: bool = False) -> torch.Tensor:
     """The warp of ``x`` by the matrices ``m``: ``(N, C, out_h, out_w)``, dtype of ``x``.
 
     x: ``(N, C, H, W)`` float32/float16/bfloat16 on a CUDA device (or the CPU under the
     interpreter), any strides; m: contiguous ``(N, 3, 3)`` float32 on the same device,
     each mapping normalised output points to input points. The output is channels-last
-    where ``x`` is (and has more than one channel).
+    where ``x`` is (and has more than one channel). ``antialias``: the mean over each
+    output pixel's footprint (:mod:`.antialias`; bilinear only).
     """
     k = _load()
     n, c, h, w = x.shape
@@ -82,15 +84,20 @@ def fused_forward(x: torch.Tensor, m: torch.Tensor, out_h: int, out_w: int, near
                       else torch.contiguous_format)
     blocks = -(-out_h * out_w // k.BLOCK)
     with _on(x.device):
-        _launcher(k.warp_fwd_kernel, x)[(n * blocks,)](
-            x, m, out, c, h, w, out_h, out_w, blocks, *x.stride(), *out.stride(), _EPS16,
-            NEAREST=nearest, BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        if antialias:
+            _launcher(k.warp_aa_fwd_kernel, x)[(n * blocks,)](
+                x, m, out, c, h, w, out_h, out_w, blocks, *x.stride(), *out.stride(), _EPS16,
+                BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        else:
+            _launcher(k.warp_fwd_kernel, x)[(n * blocks,)](
+                x, m, out, c, h, w, out_h, out_w, blocks, *x.stride(), *out.stride(), _EPS16,
+                NEAREST=nearest, BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
     return out
 
 
 def fused_backward(x: torch.Tensor, m: torch.Tensor, grad_out: torch.Tensor, need_x: bool,
-                   need_m: bool, nearest: bool, border: bool, align: bool,
-                   projective: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                   need_m: bool, nearest: bool, border: bool, align: bool, projective: bool,
+                   antialias: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of :func:`fused_forward` (same ``x``, ``m`` and options) for ``grad_out``.
 
     Returns ``(grad_x, grad_m)``: grad_x ``(N, C, H, W)`` contiguous, dtype of ``x``,
@@ -108,10 +115,16 @@ def fused_backward(x: torch.Tensor, m: torch.Tensor, grad_out: torch.Tensor, nee
         torch.zeros(1, dtype=torch.int64, device=dev)
     part = torch.zeros(n, programs, 9, dtype=torch.float32, device=dev)
     with _on(dev):
-        _launcher(k.warp_bwd_kernel, x)[(n * programs,)](
-            x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, programs, *x.stride(),
-            *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
-            BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        if antialias:
+            _launcher(k.warp_aa_bwd_kernel, x)[(n * programs,)](
+                x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, programs, *x.stride(),
+                *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, BORDER=border,
+                ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
+        else:
+            _launcher(k.warp_bwd_kernel, x)[(n * programs,)](
+                x, m, grad_out, q, scale, part, c, h, w, out_h, out_w, programs, *x.stride(),
+                *grad_out.stride(), _EPS16, NEED_X=need_x, NEED_M=need_m, NEAREST=nearest,
+                BORDER=border, ALIGN=align, PROJ=projective, BLOCK=k.BLOCK)
     gx = gm = None
     if need_x:
         gx = torch.empty(n, c, h, w, dtype=torch.float32, device=dev)

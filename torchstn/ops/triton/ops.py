@@ -19,7 +19,8 @@ from ..._nonfinite import identity_where_nonfinite, nan_where
 from .._autograd import check_grad_out, check_out_size, check_warp_args, register_warp_autograd
 from .launch import fused_backward, fused_forward
 
-__all__ = ["triton_warp", "triton_warp_backward"]
+__all__ = ["triton_warp", "triton_warp_antialias", "triton_warp_antialias_backward",
+           "triton_warp_backward"]
 
 
 def _check_args(name: str, input: torch.Tensor, matrix: torch.Tensor) -> None:
@@ -36,40 +37,56 @@ def _finite_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m.contiguous(), finite
 
 
-@torch.library.triton_op("torchstn::triton_warp", mutates_args=())
-def triton_warp(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
+def _define_ops(name: str, antialias: bool):
+    """Define ``torchstn::<name>`` and ``torchstn::<name>_backward`` on the kernels
+    (plain, or anti-aliased: ``antialias``) with their autograd formula; return both."""
+
+    def check_mode(nearest: bool) -> None:
+        if antialias and nearest:
+            raise ValueError(f"torchstn::{name}: nearest must be False (the anti-aliased "
+                             "kernels sample bilinearly)")
+
+    @torch.library.triton_op(f"torchstn::{name}", mutates_args=())
+    def forward(input: torch.Tensor, matrix: torch.Tensor, out_h: int, out_w: int,
                 nearest: bool, border: bool, align_corners: bool,
                 projective: bool) -> torch.Tensor:
-    """The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
-    ``(N, C, out_h, out_w)``, dtype of ``input`` (channels-last where ``input`` is)."""
-    _check_args("triton_warp", input, matrix)
-    check_out_size("triton_warp", out_h, out_w)
-    m, finite = _finite_rows(matrix)
-    out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective)
-    return nan_where(out, finite)
+        _check_args(name, input, matrix)
+        check_out_size(name, out_h, out_w)
+        check_mode(nearest)
+        m, finite = _finite_rows(matrix)
+        out = fused_forward(input, m, out_h, out_w, nearest, border, align_corners, projective,
+                            antialias)
+        return nan_where(out, finite)
+
+    @torch.library.triton_op(f"torchstn::{name}_backward", mutates_args=())
+    def backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
+                 nearest: bool, border: bool, align_corners: bool, projective: bool,
+                 need_input: bool, need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_args(f"{name}_backward", input, matrix)
+        check_grad_out(f"{name}_backward", grad_out, input)
+        check_mode(nearest)
+        m, finite = _finite_rows(matrix)
+        go = torch.where(finite.view(-1, 1, 1, 1), grad_out, torch.zeros_like(grad_out))
+        gx, gm = input.new_empty(0), matrix.new_empty(0)
+        if need_input or need_matrix:
+            dx, dm = fused_backward(input, m, go, need_input, need_matrix, nearest, border,
+                                    align_corners, projective, antialias)
+            if need_input:
+                gx = dx
+            if need_matrix:
+                gm = dm.to(matrix.dtype)
+        return gx, gm
+
+    register_warp_autograd(forward, backward,
+                           getattr(torch.ops.torchstn, f"{name}_backward"), "triton")
+    return forward, backward
 
 
-@torch.library.triton_op("torchstn::triton_warp_backward", mutates_args=())
-def triton_warp_backward(grad_out: torch.Tensor, input: torch.Tensor, matrix: torch.Tensor,
-                         nearest: bool, border: bool, align_corners: bool, projective: bool,
-                         need_input: bool,
-                         need_matrix: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of :func:`triton_warp` for ``grad_out``: ``(grad_input, grad_matrix)``,
-    like ``input`` (contiguous) and ``matrix``; an empty tensor for one not asked for."""
-    _check_args("triton_warp_backward", input, matrix)
-    check_grad_out("triton_warp_backward", grad_out, input)
-    m, finite = _finite_rows(matrix)
-    go = torch.where(finite.view(-1, 1, 1, 1), grad_out, torch.zeros_like(grad_out))
-    gx, gm = input.new_empty(0), matrix.new_empty(0)
-    if need_input or need_matrix:
-        dx, dm = fused_backward(input, m, go, need_input, need_matrix, nearest, border,
-                                align_corners, projective)
-        if need_input:
-            gx = dx
-        if need_matrix:
-            gm = dm.to(matrix.dtype)
-    return gx, gm
-
-
-register_warp_autograd(triton_warp, triton_warp_backward,
-                       torch.ops.torchstn.triton_warp_backward, "triton")
+#: The fused warp of ``input`` ``(N, C, H, W)`` by ``matrix`` ``(N, 3, 3)``:
+#: ``(N, C, out_h, out_w)``, dtype of ``input`` (channels-last where ``input`` is). Its
+#: backward operator returns ``(grad_input, grad_matrix)``, like ``input`` (contiguous)
+#: and ``matrix``, an empty tensor for a gradient not asked for.
+triton_warp, triton_warp_backward = _define_ops("triton_warp", antialias=False)
+#: The same, anti-aliased (:mod:`.antialias`; ``nearest`` must be False).
+triton_warp_antialias, triton_warp_antialias_backward = _define_ops("triton_warp_antialias",
+                                                                    antialias=True)
