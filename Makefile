@@ -14,7 +14,7 @@ STAMP := $(VENV)/.torchstn-installed
 DATA_ARGS := $(if $(DATA_DIR),--data-dir $(DATA_DIR),--download)
 DEMO_DIR ?= demo
 DEMO_EPOCHS ?= 5
-# Test processes (pytest-xdist; a test file stays in one process): 2 keeps both cores of
+# Test processes (pytest-xdist; idle processes take tests from busy ones): 2 keeps both cores of
 # our machines busy, where one process leaves one idle through the single-threaded parts
 # (tracing, exports, Numba compiling). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
@@ -38,7 +38,7 @@ demo: $(STAMP)
 
 # pytest exits with 5 when it collects no tests; that is not a failure of the code.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
