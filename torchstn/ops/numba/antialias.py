@@ -133,6 +133,18 @@ def _tap(p, size):
     return int(f), q - f
 
 
+@njit(inline="always", cache=True)
+def _point_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy, H, W, border):
+    """Point ``(bx, by) + dx * e_x`` (normalised) in pixels, border-clipped: its left tap
+    and fraction along x and y, and 1.0 / 0.0 where the clip passes / holds the gradient:
+    ``(x0, tx, okx, y0, ty, oky)``."""
+    ix, okx = _clip((bx + dx * exx) * sxu + ox, W, border)
+    iy, oky = _clip((by + dx * exy) * syu + oy, H, border)
+    x0, tx = _tap(ix, W)
+    y0, ty = _tap(iy, H)
+    return x0, tx, okx, y0, ty, oky
+
+
 @njit(cache=True)
 def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
     """Task ``t`` of :func:`warp_antialias_forward`: a contiguous run of the ``N * Ho``
@@ -169,10 +181,8 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
                 by = cy + dy * eyy
                 for a in range(kx):
                     dx = (a + 0.5) / kx - 0.5
-                    ix, _ = _clip((bx + dx * exx) * sxu + ox, W, border)
-                    iy, _ = _clip((by + dx * exy) * syu + oy, H, border)
-                    x0, tx = _tap(ix, W)
-                    y0, ty = _tap(iy, H)
+                    x0, tx, _, y0, ty, _ = _point_tap(bx, by, dx, exx, exy, sxu, syu, ox,
+                                                      oy, H, W, border)
                     w00 = (1.0 - tx) * (1.0 - ty)
                     w01 = tx * (1.0 - ty)
                     w10 = (1.0 - tx) * ty
@@ -294,10 +304,8 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
                 by = cy + dy * eyy
                 for a in range(kx):
                     dx = (a + 0.5) / kx - 0.5
-                    ix, okx = _clip((bx + dx * exx) * sxu + ox, W, border)
-                    iy, oky = _clip((by + dx * exy) * syu + oy, H, border)
-                    x0, tx = _tap(ix, W)
-                    y0, ty = _tap(iy, H)
+                    x0, tx, okx, y0, ty, oky = _point_tap(bx, by, dx, exx, exy, sxu, syu,
+                                                          ox, oy, H, W, border)
                     w00 = (1.0 - tx) * (1.0 - ty)
                     w01 = tx * (1.0 - ty)
                     w10 = (1.0 - tx) * ty

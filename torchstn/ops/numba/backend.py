@@ -173,6 +173,15 @@ def fused_forward(x: torch.Tensor, m: np.ndarray, out_h: int, out_w: int, neares
     return out
 
 
+def _sum_groups(gm: np.ndarray) -> np.ndarray:
+    """The matrix gradient ``(N, 3, 3)`` from its per-channel-group partials ``(N, G, 3,
+    3)``, summed in a fixed order: deterministic."""
+    total = gm[:, 0]
+    for g in range(1, gm.shape[1]):
+        total = total + gm[:, g]
+    return total
+
+
 def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_x: bool,
                    need_m: bool, nearest: bool, border: bool, align: bool, projective: bool,
                    eps16: float) -> tuple[torch.Tensor | None, np.ndarray | None]:
@@ -205,13 +214,7 @@ def fused_backward(x: torch.Tensor, m: np.ndarray, grad_out: torch.Tensor, need_
         _timed(f"backward[{x.dtype}]{suffix}", fn, x.numpy(), m, go.numpy(), gx.numpy(),
                gm, need_x, need_m, nearest, border, align, projective, eps16,
                nearest and x.dtype == torch.float32, tasks, np.empty(n * groups))
-    total = None
-    if need_m:
-        # Fixed-order sum of the per-channel-group partials: deterministic.
-        total = gm[:, 0]
-        for g in range(1, groups):
-            total = total + gm[:, g]
-    return (gx if need_x else None), total
+    return (gx if need_x else None), (_sum_groups(gm) if need_m else None)
 
 
 def _antialias_serial(x: torch.Tensor, out: torch.Tensor) -> bool:
@@ -259,12 +262,7 @@ def fused_backward_antialias(x: torch.Tensor, m: np.ndarray, grad_out: torch.Ten
     _timed(f"antialias-backward[{x.dtype}]{'[serial]' * serial}", fn, x.numpy(), m,
            go.numpy(), gx.numpy(), gm, need_x, need_m, border, align, projective, eps16,
            groups)
-    total = None
-    if need_m:
-        total = gm[:, 0]
-        for g in range(1, groups):
-            total = total + gm[:, g]
-    return (gx if need_x else None), total
+    return (gx if need_x else None), (_sum_groups(gm) if need_m else None)
 
 
 # --- The custom operators -------------------------------------------------------------

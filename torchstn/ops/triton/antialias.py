@@ -165,16 +165,18 @@ def warp_aa_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo, BLOCKS,
 
 
 @triton.jit
-def _chain(m_ptr, n, u, v, gx, gy, eps16, PROJ: tl.constexpr):
-    """The matrix gradient (9 vectors, row-major) of grid points (u, v) whose gradient is
-    (gx, gy) (normalised)."""
+def _chain(a0, a1, a2, a3, a4, a5, a6, a7, a8, m_ptr, n, u, v, gx, gy, eps16,
+           PROJ: tl.constexpr):
+    """The matrix gradient (9 vectors, row-major) ``a0..a8`` plus that of the grid points
+    (u, v) whose gradient is (gx, gy) (normalised)."""
     x, y, w, okx, oky = _point(m_ptr, n, u, v, eps16, PROJ)
     gx = gx * okx
     gy = gy * oky
     gw = -(gx * x + gy * y) / w
     gx = gx / w
     gy = gy / w
-    return gx * u, gx * v, gx, gy * u, gy * v, gy, gw * u, gw * v, gw
+    return (a0 + gx * u, a1 + gx * v, a2 + gx, a3 + gy * u, a4 + gy * v, a5 + gy,
+            a6 + gw * u, a7 + gw * v, a8 + gw)
 
 
 @triton.jit
@@ -244,23 +246,13 @@ def warp_aa_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, 
         vl = _out_coord(il, Ho, ALIGN)
         hx = tl.where(Wo > 1, 1.0, 0.0) / spanx
         hy = tl.where(Ho > 1, 1.0, 0.0) / spany
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _chain(m_ptr, n, u, v, gcx, gcy, eps16, PROJ)
-        b0, b1, b2, b3, b4, b5, b6, b7, b8 = _chain(m_ptr, n, ur, v, gxx * hx, gxy * hx,
+        z = tl.zeros([BLOCK], tl.float32)
+        a = _chain(z, z, z, z, z, z, z, z, z, m_ptr, n, u, v, gcx, gcy, eps16, PROJ)
+        a = _chain(*a, m_ptr, n, ur, v, gxx * hx, gxy * hx, eps16, PROJ)
+        a = _chain(*a, m_ptr, n, ul, v, -gxx * hx, -gxy * hx, eps16, PROJ)
+        a = _chain(*a, m_ptr, n, u, vr, gyx * hy, gyy * hy, eps16, PROJ)
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = _chain(*a, m_ptr, n, u, vl, -gyx * hy, -gyy * hy,
                                                     eps16, PROJ)
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4,
-                                              a5 + b5, a6 + b6, a7 + b7, a8 + b8)
-        b0, b1, b2, b3, b4, b5, b6, b7, b8 = _chain(m_ptr, n, ul, v, -gxx * hx, -gxy * hx,
-                                                    eps16, PROJ)
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4,
-                                              a5 + b5, a6 + b6, a7 + b7, a8 + b8)
-        b0, b1, b2, b3, b4, b5, b6, b7, b8 = _chain(m_ptr, n, u, vr, gyx * hy, gyy * hy,
-                                                    eps16, PROJ)
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4,
-                                              a5 + b5, a6 + b6, a7 + b7, a8 + b8)
-        b0, b1, b2, b3, b4, b5, b6, b7, b8 = _chain(m_ptr, n, u, vl, -gyx * hy, -gyy * hy,
-                                                    eps16, PROJ)
-        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (a0 + b0, a1 + b1, a2 + b2, a3 + b3, a4 + b4,
-                                              a5 + b5, a6 + b6, a7 + b7, a8 + b8)
         pp = part_ptr + (n * BLOCKS + pb) * 9
         tl.store(pp + 0, tl.sum(tl.where(mask, a0, 0.0), axis=0))
         tl.store(pp + 1, tl.sum(tl.where(mask, a1, 0.0), axis=0))
