@@ -133,6 +133,27 @@ def _tap(p, size):
     return int(f), q - f
 
 
+@njit(cache=True)
+def _geometry(H, W, Ho, Wo, align):
+    """The normalised output coordinates along x and y, and grid_sample's unnormalisation
+    (pixels per normalised unit, offset) along x and y: ``(xo, yo, sxu, syu, ox, oy)``."""
+    xo = _base_coords(Wo, align, False)
+    yo = _base_coords(Ho, align, False)
+    sxu = 0.5 * (W - 1) if align else 0.5 * W
+    syu = 0.5 * (H - 1) if align else 0.5 * H
+    return xo, yo, sxu, syu, 0.5 * (W - 1), 0.5 * (H - 1)
+
+
+@njit(inline="always", cache=True)
+def _pixel_footprint(m, xo, yo, i, j, sxu, syu, projective, thresh):
+    """Output pixel ``(i, j)``'s grid point, footprint edges and point counts:
+    ``(cx, cy, exx, exy, eyx, eyy, kx, ky)``."""
+    cx, cy, _, _, _ = _point(m, xo[j], yo[i], projective, thresh)
+    exx, exy, eyx, eyy = _steps(m, xo, yo, i, j, cx, cy, projective, thresh)
+    return (cx, cy, exx, exy, eyx, eyy, _count(exx, exy, sxu, syu),
+            _count(eyx, eyy, sxu, syu))
+
+
 @njit(inline="always", cache=True)
 def _point_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy, H, W, border):
     """Point ``(bx, by) + dx * e_x`` (normalised) in pixels, border-clipped: its left tap
@@ -151,12 +172,7 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
     output rows."""
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
-    xo = _base_coords(Wo, align, False)
-    yo = _base_coords(Ho, align, False)
-    sxu = 0.5 * (W - 1) if align else 0.5 * W
-    syu = 0.5 * (H - 1) if align else 0.5 * H
-    ox = 0.5 * (W - 1)
-    oy = 0.5 * (H - 1)
+    xo, yo, sxu, syu, ox, oy = _geometry(H, W, Ho, Wo, align)
     acc = np.empty(C, np.float64)
     HW = H * W
     flat = x.reshape(N * C * HW)
@@ -170,10 +186,8 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
         mn = m[n]
         thresh = eps16 * (abs(mn[2, 0]) + abs(mn[2, 1]) + abs(mn[2, 2]))
         for j in range(Wo):
-            cx, cy, _, _, _ = _point(mn, xo[j], yo[i], projective, thresh)
-            exx, exy, eyx, eyy = _steps(mn, xo, yo, i, j, cx, cy, projective, thresh)
-            kx = _count(exx, exy, sxu, syu)
-            ky = _count(eyx, eyy, sxu, syu)
+            cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
+                                                                 projective, thresh)
             acc[:] = 0.0
             for b in range(ky):
                 dy = (b + 0.5) / ky - 0.5
@@ -272,12 +286,7 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
             gx[n, c] = 0.0
     if c1 <= c0:
         return
-    xo = _base_coords(Wo, align, False)
-    yo = _base_coords(Ho, align, False)
-    sxu = 0.5 * (W - 1) if align else 0.5 * W
-    syu = 0.5 * (H - 1) if align else 0.5 * H
-    ox = 0.5 * (W - 1)
-    oy = 0.5 * (H - 1)
+    xo, yo, sxu, syu, ox, oy = _geometry(H, W, Ho, Wo, align)
     mn = m[n]
     thresh = eps16 * (abs(mn[2, 0]) + abs(mn[2, 1]) + abs(mn[2, 2]))
     acc = np.zeros(9, np.float64)
@@ -290,10 +299,8 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
     for i in range(Ho):
         for j in range(Wo):
             u, v = xo[j], yo[i]
-            cx, cy, _, _, _ = _point(mn, u, v, projective, thresh)
-            exx, exy, eyx, eyy = _steps(mn, xo, yo, i, j, cx, cy, projective, thresh)
-            kx = _count(exx, exy, sxu, syu)
-            ky = _count(eyx, eyy, sxu, syu)
+            cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
+                                                                 projective, thresh)
             scale = 1.0 / (kx * ky)
             for c in range(c0, c1):
                 d[c - c0] = go[n, c, i, j] * scale

@@ -110,6 +110,15 @@ def _footprints(m_ptr, n, i, j, H, W, Ho, Wo, eps16, ALIGN: tl.constexpr, PROJ: 
 
 
 @triton.jit
+def _program_counts(kx, ky, mask):
+    """The counts of the program's pixels (1 past the image), the most along each edge
+    (the program's loop bounds) and each pixel's 1 / (kx ky)."""
+    kx = tl.where(mask, kx, 1)
+    ky = tl.where(mask, ky, 1)
+    return kx, ky, tl.max(kx, axis=0), tl.max(ky, axis=0), 1.0 / (kx * ky).to(tl.float32)
+
+
+@triton.jit
 def _sample(cx, cy, exx, exy, eyx, eyy, a, b, kx, ky, sx, sy, H, W, BORDER: tl.constexpr):
     """Pixel coordinates of point (a, b) of each footprint, with d(pixel)/d(normalised)
     (0 where the border clip holds it)."""
@@ -141,11 +150,7 @@ def warp_aa_fwd_kernel(x_ptr, m_ptr, out_ptr, C, H, W, Ho, Wo, BLOCKS,
     j = offs - i * Wo
     (_, _, cx, cy, exx, exy, eyx, eyy, kx, ky, sx, sy, _, _, _, _, _, _) = _footprints(
         m_ptr, n, i, j, H, W, Ho, Wo, eps16, ALIGN, PROJ)
-    kx = tl.where(mask, kx, 1)
-    ky = tl.where(mask, ky, 1)
-    most_x = tl.max(kx, axis=0)
-    most_y = tl.max(ky, axis=0)
-    inv = 1.0 / (kx * ky).to(tl.float32)
+    kx, ky, most_x, most_y, inv = _program_counts(kx, ky, mask)
     x_base = x_ptr + n * sxn
     o_ptrs = out_ptr + n * son + i.to(tl.int64) * soh + j.to(tl.int64) * sow
     for c in range(C):
@@ -191,11 +196,7 @@ def warp_aa_bwd_kernel(x_ptr, m_ptr, go_ptr, gx_ptr, scale_ptr, part_ptr, C, H, 
     j = offs - i * Wo
     (u, v, cx, cy, exx, exy, eyx, eyy, kx, ky, sx, sy, jr, jl, ir, il, spanx,
      spany) = _footprints(m_ptr, n, i, j, H, W, Ho, Wo, eps16, ALIGN, PROJ)
-    kx = tl.where(mask, kx, 1)
-    ky = tl.where(mask, ky, 1)
-    most_x = tl.max(kx, axis=0)
-    most_y = tl.max(ky, axis=0)
-    inv = 1.0 / (kx * ky).to(tl.float32)
+    kx, ky, most_x, most_y, inv = _program_counts(kx, ky, mask)
     x_base = x_ptr + n * sxn
     g_ptrs = go_ptr + n * sgn + i.to(tl.int64) * sgh + j.to(tl.int64) * sgw
     plane = tl.cast(H, tl.int64) * W  # int64: C * H * W may exceed 2^31
