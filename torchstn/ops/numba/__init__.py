@@ -48,6 +48,6 @@ beside the cache and deletes the cached kernels when it changes (``_drop_stale_c
 with ``NUMBA_CACHE_DIR`` set, clear that folder yourself after editing a file here.
 """
 
-from .backend import NumbaBackend, compile_seconds
+from .backend import NumbaBackend, compile_kernels, compile_seconds
 
-__all__ = ["NumbaBackend", "compile_seconds"]
+__all__ = ["NumbaBackend", "compile_kernels", "compile_seconds"]
