@@ -283,6 +283,21 @@ def test_compile_times_are_recorded():
     assert any(k.startswith("forward[") for k in numba_backend.compile_seconds)
 
 
+def test_compile_kernels_compiles_every_kernel_of_a_dtype():
+    from torchstn.ops.numba import compile_kernels
+
+    with pytest.raises(ValueError, match="compile_kernels: dtype must be torch.float32 or "
+                                         "torch.float64, got torch.float16"):
+        compile_kernels(torch.float16)
+    compile_kernels(torch.float32)
+    names = {k for k in numba_backend.compile_seconds if "float32" in k}
+    kernels = {f"{kind}[torch.float32]{copy}" for copy in ("", "[serial]")
+               for kind in ("forward", "backward", "forward-tiles", "backward-tiles",
+                            "antialias-forward", "antialias-backward")}
+    assert names == kernels
+    assert compile_kernels(torch.float32) == {}  # nothing left to compile
+
+
 def test_parallel_kernels_run_in_parallel_after_a_cache_reload():
     """The serial and the parallel kernels must not share a Numba cache entry.
 
