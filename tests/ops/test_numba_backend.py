@@ -296,6 +296,20 @@ def test_compile_kernels_compiles_every_kernel_of_a_dtype():
                             "antialias-forward", "antialias-backward")}
     assert names == kernels
     assert compile_kernels(torch.float32) == {}  # nothing left to compile
+    # ... and it compiled them for the arrays the operators pass (no other signature).
+    before = {k: len(f.signatures) for k, f in _numba_dispatchers().items()}
+    ts.warp(torch.rand(2, 16, 9, 9), torch.zeros(2, 6), "affine", backend="numba")
+    ts.warp(torch.rand(2, 1, 9, 9), torch.zeros(2, 6), "affine", out_size=(4, 4),
+            antialias=True, backend="numba")
+    assert {k: len(f.signatures) for k, f in _numba_dispatchers().items()} == before
+    assert not [sig for f in _numba_dispatchers().values() for sig in f.signatures
+                if any(getattr(t, "readonly", False) for t in sig)]
+
+
+def _numba_dispatchers():
+    kernels = numba_backend._load()
+    return {name: getattr(kernels, name) for name in kernels.__all__
+            if name.startswith("warp_")}
 
 
 def test_parallel_kernels_run_in_parallel_after_a_cache_reload():

@@ -279,7 +279,8 @@ def compile_kernels(dtype: torch.dtype) -> dict[str, float]:
         raise ValueError(f"compile_kernels: dtype must be torch.float32 or torch.float64, "
                          f"got {dtype}")
     before = set(compile_seconds)
-    m = np.ascontiguousarray(np.broadcast_to(np.eye(3), (1, 3, 3)))
+    m = np.eye(3)[None].copy()  # writeable, as the operators pass it (a read-only
+    # array would compile a kernel of its own)
     eps16 = _eps16(dtype)
     lanes = _load().tile_lanes(torch.finfo(dtype).bits // 8)
     # Each shape once below and once above SERIAL_BELOW output values (the serial and
