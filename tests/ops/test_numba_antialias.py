@@ -69,6 +69,20 @@ def test_matches_the_reference_float32(family, padding_mode, align_corners, kern
            padding_mode=padding_mode, align_corners=align_corners)
 
 
+@pytest.mark.parametrize("channels", [1, 6])
+def test_footprints_inside_the_image_match_the_reference(channels, kernels):
+    """A zoom out within the image: most footprints lie inside it, where the kernels skip
+    the clips and checks (and take the channels four at a time); the edge pixels' do not."""
+    x = _image(2, channels, 48, 52, torch.float32)
+    c, s = 0.8 * math.cos(0.3), 0.8 * math.sin(0.3)
+    p = torch.tensor([[c, -s, 0.05, s, c, -0.04], [0.7, 0.1, -0.1, -0.05, 0.75, 0.0]])
+    out = _check(x, p, "affine", 2e-5, out_size=(9, 8), padding_mode="zeros")
+    border = _check(x, p, "affine", 2e-5, out_size=(9, 8), padding_mode="border")
+    # Inside, the padding cannot matter; at the edges it does.
+    assert torch.equal(out[..., 2:-2, 2:-2], border[..., 2:-2, 2:-2])
+    assert not torch.equal(out, border)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("padding_mode", ["zeros", "border"])
 @pytest.mark.parametrize("family", ["affine", "projective"])

@@ -166,6 +166,101 @@ def _point_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy, H, W, border):
     return x0, tx, okx, y0, ty, oky
 
 
+@njit(inline="always", cache=True)
+def _offsets(table, k):
+    """Fill ``table[:k]`` with the points' offsets along an edge of ``k`` points:
+    ``(a + 0.5) / k - 0.5``."""
+    for a in range(k):
+        table[a] = (a + 0.5) / k - 0.5
+
+
+@njit(inline="always", cache=True)
+def _inside(cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, H, W):
+    """Whether every point of the footprint and its four taps lie inside the image with a
+    pixel to spare: no padding and no border clip can apply, so the taps need no checks
+    (False for NaN)."""
+    px = cx * sxu + ox
+    py = cy * syu + oy
+    hx = 0.5 * (abs(exx) + abs(eyx)) * sxu
+    hy = 0.5 * (abs(exy) + abs(eyy)) * syu
+    return px - hx >= 1.0 and px + hx <= W - 3.0 and py - hy >= 1.0 and py + hy <= H - 3.0
+
+
+@njit(inline="always", cache=True)
+def _interior_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy):
+    """:func:`_point_tap` of a point of a footprint inside the image (:func:`_inside`):
+    the same values without the clips: ``(x0, tx, y0, ty)``."""
+    ix = (bx + dx * exx) * sxu + ox
+    iy = (by + dx * exy) * syu + oy
+    x0 = int(ix)  # ix, iy >= 1: truncation is the floor
+    y0 = int(iy)
+    return x0, ix - x0, y0, iy - y0
+
+
+@njit(inline="always", cache=True)
+def _interior_sums(flat, k0, HW, W, nc, cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, kx,
+                   ky, dxs, dys):
+    """The sums over a footprint that lies inside the image (:func:`_inside`) of up to
+    four channels' bilinear samples, the first at flat offset ``k0``: the same values,
+    in the same order, as the general path, without its clips and checks."""
+    s0 = s1 = s2 = s3 = 0.0
+    Wu = np.uint64(W)
+    one = np.uint64(1)
+    plane = np.uint64(HW)
+    for b in range(ky):
+        dy = dys[b]
+        bx = cx + dy * eyx
+        by = cy + dy * eyy
+        for a in range(kx):
+            x0, tx, y0, ty = _interior_tap(bx, by, dxs[a], exx, exy, sxu, syu, ox, oy)
+            w00 = (1.0 - tx) * (1.0 - ty)
+            w01 = tx * (1.0 - ty)
+            w10 = (1.0 - tx) * ty
+            w11 = tx * ty
+            k = k0 + np.uint64(y0 * W + x0)
+            s0 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
+                   + w11 * flat[k + Wu + one])
+            if nc > 1:
+                k += plane
+                s1 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
+                       + w11 * flat[k + Wu + one])
+            if nc > 2:
+                k += plane
+                s2 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
+                       + w11 * flat[k + Wu + one])
+            if nc > 3:
+                k += plane
+                s3 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
+                       + w11 * flat[k + Wu + one])
+    return s0, s1, s2, s3
+
+
+@njit(inline="always", cache=True)
+def _channel_grads(flat, gflat, k, Wu, tx, ty, dq, need_x, need_m, dix, diy):
+    """One channel's part of a point's gradients, its top-left tap at flat offset ``k``:
+    the input gradient scattered to the four taps (``need_x``), the coordinate gradient
+    added to ``(dix, diy)`` (``need_m``) and returned."""
+    one = np.uint64(1)
+    v00, v01 = flat[k], flat[k + one]
+    v10, v11 = flat[k + Wu], flat[k + Wu + one]
+    if need_m:
+        dix += dq * ((1.0 - ty) * (v01 - v00) + ty * (v11 - v10))
+        diy += dq * ((1.0 - tx) * (v10 - v00) + tx * (v11 - v01))
+    if need_x:
+        gflat[k] += dq * ((1.0 - tx) * (1.0 - ty))
+        gflat[k + one] += dq * (tx * (1.0 - ty))
+        gflat[k + Wu] += dq * ((1.0 - tx) * ty)
+        gflat[k + Wu + one] += dq * (tx * ty)
+    return dix, diy
+
+
+@njit(inline="always", cache=True)
+def _add_point(gcx, gcy, gxx, gxy, gyx, gyy, px, py, dx, dy):
+    """Add a point's gradient ``(px, py)`` (normalised) at offsets ``(dx, dy)`` to the
+    footprint's ``G_c``, ``G_x``, ``G_y``; return them."""
+    return gcx + px, gcy + py, gxx + dx * px, gxy + dx * py, gyx + dy * px, gyy + dy * py
+
+
 @njit(cache=True)
 def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
     """Task ``t`` of :func:`warp_antialias_forward`: a contiguous run of the ``N * Ho``
@@ -174,6 +269,9 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
     Ho, Wo = out.shape[2], out.shape[3]
     xo, yo, sxu, syu, ox, oy = _geometry(H, W, Ho, Wo, align)
     acc = np.empty(C, np.float64)
+    dxs = np.empty(MAX_SAMPLES, np.float64)  # the offsets of the points (_offsets)
+    dys = np.empty(MAX_SAMPLES, np.float64)
+    kx_table = ky_table = 0
     HW = H * W
     flat = x.reshape(N * C * HW)
     Wu = np.uint64(W)
@@ -188,13 +286,34 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
         for j in range(Wo):
             cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
                                                                  projective, thresh)
+            if kx != kx_table:
+                _offsets(dxs, kx)
+                kx_table = kx
+            if ky != ky_table:
+                _offsets(dys, ky)
+                ky_table = ky
+            scale = 1.0 / (kx * ky)
+            if _inside(cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, H, W):
+                for c0 in range(0, C, 4):
+                    nc = min(4, C - c0)
+                    s0, s1, s2, s3 = _interior_sums(
+                        flat, np.uint64((n * C + c0) * HW), HW, W, nc, cx, cy, exx, exy,
+                        eyx, eyy, sxu, syu, ox, oy, kx, ky, dxs, dys)
+                    out[n, c0, i, j] = s0 * scale
+                    if nc > 1:
+                        out[n, c0 + 1, i, j] = s1 * scale
+                    if nc > 2:
+                        out[n, c0 + 2, i, j] = s2 * scale
+                    if nc > 3:
+                        out[n, c0 + 3, i, j] = s3 * scale
+                continue
             acc[:] = 0.0
             for b in range(ky):
-                dy = (b + 0.5) / ky - 0.5
+                dy = dys[b]
                 bx = cx + dy * eyx
                 by = cy + dy * eyy
                 for a in range(kx):
-                    dx = (a + 0.5) / kx - 0.5
+                    dx = dxs[a]
                     x0, tx, _, y0, ty, _ = _point_tap(bx, by, dx, exx, exy, sxu, syu, ox,
                                                       oy, H, W, border)
                     w00 = (1.0 - tx) * (1.0 - ty)
@@ -222,7 +341,6 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
                             if ok1 and okr:
                                 s += w11 * x[n, c, y0 + 1, x0 + 1]
                             acc[c] += s
-            scale = 1.0 / (kx * ky)
             for c in range(C):
                 out[n, c, i, j] = acc[c] * scale
 
@@ -294,74 +412,90 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
     flat = x.reshape(N * C * HW)
     gflat = gx.reshape(gx.size)
     Wu = np.uint64(W)
-    one = np.uint64(1)
     d = np.empty(c1 - c0, np.float64)  # dL / d(output) of the pixel, over its samples
+    nq = c1 - c0
+    base = np.uint64((n * C + c0) * HW)
+    plane = np.uint64(HW)
+    dxs = np.empty(MAX_SAMPLES, np.float64)  # the offsets of the points (_offsets)
+    dys = np.empty(MAX_SAMPLES, np.float64)
+    kx_table = ky_table = 0
     for i in range(Ho):
         for j in range(Wo):
             u, v = xo[j], yo[i]
             cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
                                                                  projective, thresh)
+            if kx != kx_table:
+                _offsets(dxs, kx)
+                kx_table = kx
+            if ky != ky_table:
+                _offsets(dys, ky)
+                ky_table = ky
             scale = 1.0 / (kx * ky)
             for c in range(c0, c1):
                 d[c - c0] = go[n, c, i, j] * scale
             gcx = gcy = gxx = gxy = gyx = gyy = 0.0  # G_c, G_x, G_y (normalised)
-            for b in range(ky):
-                dy = (b + 0.5) / ky - 0.5
-                bx = cx + dy * eyx
-                by = cy + dy * eyy
-                for a in range(kx):
-                    dx = (a + 0.5) / kx - 0.5
-                    x0, tx, okx, y0, ty, oky = _point_tap(bx, by, dx, exx, exy, sxu, syu,
-                                                          ox, oy, H, W, border)
-                    w00 = (1.0 - tx) * (1.0 - ty)
-                    w01 = tx * (1.0 - ty)
-                    w10 = (1.0 - tx) * ty
-                    w11 = tx * ty
-                    dix = diy = 0.0  # dL / d(pixel coordinate) of this point
-                    if 0 <= x0 and x0 < W - 1 and 0 <= y0 and y0 < H - 1:
-                        k = np.uint64((n * C + c0) * HW + y0 * W + x0)
-                        for q in range(c1 - c0):
-                            dq = d[q]
-                            if need_m:
-                                v00, v01 = flat[k], flat[k + one]
-                                v10, v11 = flat[k + Wu], flat[k + Wu + one]
+            if _inside(cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, H, W):
+                # No clip, no padding: the general path's values without its checks.
+                for b in range(ky):
+                    dy = dys[b]
+                    bx = cx + dy * eyx
+                    by = cy + dy * eyy
+                    for a in range(kx):
+                        dx = dxs[a]
+                        x0, tx, y0, ty = _interior_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy)
+                        k = base + np.uint64(y0 * W + x0)
+                        dix = diy = 0.0
+                        for q in range(nq):
+                            dix, diy = _channel_grads(flat, gflat, k, Wu, tx, ty, d[q], need_x,
+                                                      need_m, dix, diy)
+                            k += plane
+                        if need_m:
+                            gcx, gcy, gxx, gxy, gyx, gyy = _add_point(
+                                gcx, gcy, gxx, gxy, gyx, gyy, dix * sxu, diy * syu, dx, dy)
+            else:
+                for b in range(ky):
+                    dy = dys[b]
+                    bx = cx + dy * eyx
+                    by = cy + dy * eyy
+                    for a in range(kx):
+                        dx = dxs[a]
+                        x0, tx, okx, y0, ty, oky = _point_tap(bx, by, dx, exx, exy, sxu, syu,
+                                                              ox, oy, H, W, border)
+                        w00 = (1.0 - tx) * (1.0 - ty)
+                        w01 = tx * (1.0 - ty)
+                        w10 = (1.0 - tx) * ty
+                        w11 = tx * ty
+                        dix = diy = 0.0  # dL / d(pixel coordinate) of this point
+                        if 0 <= x0 and x0 < W - 1 and 0 <= y0 and y0 < H - 1:
+                            k = base + np.uint64(y0 * W + x0)
+                            for q in range(nq):
+                                dix, diy = _channel_grads(flat, gflat, k, Wu, tx, ty, d[q],
+                                                          need_x, need_m, dix, diy)
+                                k += plane
+                        else:  # taps in the padding: value 0, no gradient
+                            ok0, ok1 = 0 <= y0 < H, 0 <= y0 + 1 < H
+                            okl, okr = 0 <= x0 < W, 0 <= x0 + 1 < W
+                            for c in range(c0, c1):
+                                dq = d[c - c0]
+                                v00 = x[n, c, y0, x0] if ok0 and okl else 0.0
+                                v01 = x[n, c, y0, x0 + 1] if ok0 and okr else 0.0
+                                v10 = x[n, c, y0 + 1, x0] if ok1 and okl else 0.0
+                                v11 = x[n, c, y0 + 1, x0 + 1] if ok1 and okr else 0.0
                                 dix += dq * ((1.0 - ty) * (v01 - v00) + ty * (v11 - v10))
                                 diy += dq * ((1.0 - tx) * (v10 - v00) + tx * (v11 - v01))
-                            if need_x:
-                                gflat[k] += dq * w00
-                                gflat[k + one] += dq * w01
-                                gflat[k + Wu] += dq * w10
-                                gflat[k + Wu + one] += dq * w11
-                            k += np.uint64(HW)
-                    else:  # taps in the padding: value 0, no gradient
-                        ok0, ok1 = 0 <= y0 < H, 0 <= y0 + 1 < H
-                        okl, okr = 0 <= x0 < W, 0 <= x0 + 1 < W
-                        for c in range(c0, c1):
-                            dq = d[c - c0]
-                            v00 = x[n, c, y0, x0] if ok0 and okl else 0.0
-                            v01 = x[n, c, y0, x0 + 1] if ok0 and okr else 0.0
-                            v10 = x[n, c, y0 + 1, x0] if ok1 and okl else 0.0
-                            v11 = x[n, c, y0 + 1, x0 + 1] if ok1 and okr else 0.0
-                            dix += dq * ((1.0 - ty) * (v01 - v00) + ty * (v11 - v10))
-                            diy += dq * ((1.0 - tx) * (v10 - v00) + tx * (v11 - v01))
-                            if need_x:
-                                if ok0 and okl:
-                                    gx[n, c, y0, x0] += dq * w00
-                                if ok0 and okr:
-                                    gx[n, c, y0, x0 + 1] += dq * w01
-                                if ok1 and okl:
-                                    gx[n, c, y0 + 1, x0] += dq * w10
-                                if ok1 and okr:
-                                    gx[n, c, y0 + 1, x0 + 1] += dq * w11
-                    if need_m:
-                        px = dix * okx * sxu  # dL / d(normalised point)
-                        py = diy * oky * syu
-                        gcx += px
-                        gcy += py
-                        gxx += dx * px
-                        gxy += dx * py
-                        gyx += dy * px
-                        gyy += dy * py
+                                if need_x:
+                                    if ok0 and okl:
+                                        gx[n, c, y0, x0] += dq * w00
+                                    if ok0 and okr:
+                                        gx[n, c, y0, x0 + 1] += dq * w01
+                                    if ok1 and okl:
+                                        gx[n, c, y0 + 1, x0] += dq * w10
+                                    if ok1 and okr:
+                                        gx[n, c, y0 + 1, x0 + 1] += dq * w11
+                        if need_m:
+                            gcx, gcy, gxx, gxy, gyx, gyy = _add_point(
+                                gcx, gcy, gxx, gxy, gyx, gyy, dix * okx * sxu, diy * oky * syu,
+                                dx, dy)
             if not need_m:
                 continue
             # The point is g(i, j) + dy * e_y + dx * e_x: G_c to the centre, G_x and G_y
