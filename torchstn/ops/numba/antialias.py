@@ -167,11 +167,14 @@ def _point_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy, H, W, border):
 
 
 @njit(inline="always", cache=True)
-def _offsets(table, k):
-    """Fill ``table[:k]`` with the points' offsets along an edge of ``k`` points:
-    ``(a + 0.5) / k - 0.5``."""
-    for a in range(k):
-        table[a] = (a + 0.5) / k - 0.5
+def _offsets(table, k, filled):
+    """The points' offsets along an edge of ``k`` points, ``(a + 0.5) / k - 0.5``, in
+    ``table[:k]`` (which holds those of ``filled`` points): filled where ``k`` differs;
+    returns ``k``."""
+    if k != filled:
+        for a in range(k):
+            table[a] = (a + 0.5) / k - 0.5
+    return k
 
 
 @njit(inline="always", cache=True)
@@ -198,6 +201,15 @@ def _interior_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy):
 
 
 @njit(inline="always", cache=True)
+def _bilinear(flat, k, Wu, w00, w01, w10, w11):
+    """The bilinear sample of weights ``w..`` whose top-left tap is at flat offset ``k``
+    (rows ``Wu`` apart)."""
+    one = np.uint64(1)
+    return (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
+            + w11 * flat[k + Wu + one])
+
+
+@njit(inline="always", cache=True)
 def _interior_sums(flat, k0, HW, W, nc, cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, kx,
                    ky, dxs, dys):
     """The sums over a footprint that lies inside the image (:func:`_inside`) of up to
@@ -205,7 +217,6 @@ def _interior_sums(flat, k0, HW, W, nc, cx, cy, exx, exy, eyx, eyy, sxu, syu, ox
     in the same order, as the general path, without its clips and checks."""
     s0 = s1 = s2 = s3 = 0.0
     Wu = np.uint64(W)
-    one = np.uint64(1)
     plane = np.uint64(HW)
     for b in range(ky):
         dy = dys[b]
@@ -218,20 +229,13 @@ def _interior_sums(flat, k0, HW, W, nc, cx, cy, exx, exy, eyx, eyy, sxu, syu, ox
             w10 = (1.0 - tx) * ty
             w11 = tx * ty
             k = k0 + np.uint64(y0 * W + x0)
-            s0 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
-                   + w11 * flat[k + Wu + one])
+            s0 += _bilinear(flat, k, Wu, w00, w01, w10, w11)
             if nc > 1:
-                k += plane
-                s1 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
-                       + w11 * flat[k + Wu + one])
+                s1 += _bilinear(flat, k + plane, Wu, w00, w01, w10, w11)
             if nc > 2:
-                k += plane
-                s2 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
-                       + w11 * flat[k + Wu + one])
+                s2 += _bilinear(flat, k + np.uint64(2) * plane, Wu, w00, w01, w10, w11)
             if nc > 3:
-                k += plane
-                s3 += (w00 * flat[k] + w01 * flat[k + one] + w10 * flat[k + Wu]
-                       + w11 * flat[k + Wu + one])
+                s3 += _bilinear(flat, k + np.uint64(3) * plane, Wu, w00, w01, w10, w11)
     return s0, s1, s2, s3
 
 
@@ -275,7 +279,6 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
     HW = H * W
     flat = x.reshape(N * C * HW)
     Wu = np.uint64(W)
-    one = np.uint64(1)
     rows = N * Ho
     per = (rows + tasks - 1) // tasks
     for r in range(t * per, min(rows, (t + 1) * per)):
@@ -286,12 +289,8 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
         for j in range(Wo):
             cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
                                                                  projective, thresh)
-            if kx != kx_table:
-                _offsets(dxs, kx)
-                kx_table = kx
-            if ky != ky_table:
-                _offsets(dys, ky)
-                ky_table = ky
+            kx_table = _offsets(dxs, kx, kx_table)
+            ky_table = _offsets(dys, ky, ky_table)
             scale = 1.0 / (kx * ky)
             if _inside(cx, cy, exx, exy, eyx, eyy, sxu, syu, ox, oy, H, W):
                 for c0 in range(0, C, 4):
@@ -324,8 +323,7 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
                         # Flat unsigned offsets stepped by a plane (no wraparound checks).
                         k = np.uint64((n * C) * HW + y0 * W + x0)
                         for c in range(C):
-                            acc[c] += (w00 * flat[k] + w01 * flat[k + one]
-                                       + w10 * flat[k + Wu] + w11 * flat[k + Wu + one])
+                            acc[c] += _bilinear(flat, k, Wu, w00, w01, w10, w11)
                             k += np.uint64(HW)
                     else:  # a tap in the padding reads 0
                         ok0, ok1 = 0 <= y0 < H, 0 <= y0 + 1 < H
@@ -424,12 +422,8 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
             u, v = xo[j], yo[i]
             cx, cy, exx, exy, eyx, eyy, kx, ky = _pixel_footprint(mn, xo, yo, i, j, sxu, syu,
                                                                  projective, thresh)
-            if kx != kx_table:
-                _offsets(dxs, kx)
-                kx_table = kx
-            if ky != ky_table:
-                _offsets(dys, ky)
-                ky_table = ky
+            kx_table = _offsets(dxs, kx, kx_table)
+            ky_table = _offsets(dys, ky, ky_table)
             scale = 1.0 / (kx * ky)
             for c in range(c0, c1):
                 d[c - c0] = go[n, c, i, j] * scale
