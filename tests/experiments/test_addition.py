@@ -95,8 +95,8 @@ def test_addition_models_are_about_equal_in_size_and_start_at_the_identity(name)
 
 
 def test_the_addition_task_trains_scores_and_evaluates(data_dir, tmp_path, capsys):
-    cfg = make_config("mnist-addition", model="2xst-fcn-affine", epochs=1, train_size=1024,
-                      test_size=256, batch_size=128)
+    cfg = make_config("mnist-addition", model="2xst-fcn-affine", epochs=1, train_size=256,
+                      test_size=64, batch_size=64)
     metrics = train(cfg, tmp_path, data_dir=data_dir, progress=False)
     assert metrics["task"] == "mnist-addition" and 0 <= metrics["test_error"] <= 100
     assert (tmp_path / "transformer.png").is_file()
