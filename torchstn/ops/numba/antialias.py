@@ -201,6 +201,13 @@ def _interior_tap(bx, by, dx, exx, exy, sxu, syu, ox, oy):
 
 
 @njit(inline="always", cache=True)
+def _weights(tx, ty):
+    """The bilinear weights of the four taps for fractions ``(tx, ty)``:
+    ``(w00, w01, w10, w11)``."""
+    return (1.0 - tx) * (1.0 - ty), tx * (1.0 - ty), (1.0 - tx) * ty, tx * ty
+
+
+@njit(inline="always", cache=True)
 def _bilinear(flat, k, Wu, w00, w01, w10, w11):
     """The bilinear sample of weights ``w..`` whose top-left tap is at flat offset ``k``
     (rows ``Wu`` apart)."""
@@ -224,10 +231,7 @@ def _interior_sums(flat, k0, HW, W, nc, cx, cy, exx, exy, eyx, eyy, sxu, syu, ox
         by = cy + dy * eyy
         for a in range(kx):
             x0, tx, y0, ty = _interior_tap(bx, by, dxs[a], exx, exy, sxu, syu, ox, oy)
-            w00 = (1.0 - tx) * (1.0 - ty)
-            w01 = tx * (1.0 - ty)
-            w10 = (1.0 - tx) * ty
-            w11 = tx * ty
+            w00, w01, w10, w11 = _weights(tx, ty)
             k = k0 + np.uint64(y0 * W + x0)
             s0 += _bilinear(flat, k, Wu, w00, w01, w10, w11)
             if nc > 1:
@@ -315,10 +319,7 @@ def _forward_task(t, x, m, out, border, align, projective, eps16, tasks):
                     dx = dxs[a]
                     x0, tx, _, y0, ty, _ = _point_tap(bx, by, dx, exx, exy, sxu, syu, ox,
                                                       oy, H, W, border)
-                    w00 = (1.0 - tx) * (1.0 - ty)
-                    w01 = tx * (1.0 - ty)
-                    w10 = (1.0 - tx) * ty
-                    w11 = tx * ty
+                    w00, w01, w10, w11 = _weights(tx, ty)
                     if 0 <= x0 and x0 < W - 1 and 0 <= y0 and y0 < H - 1:
                         # Flat unsigned offsets stepped by a plane (no wraparound checks).
                         k = np.uint64((n * C) * HW + y0 * W + x0)
@@ -455,10 +456,7 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
                         dx = dxs[a]
                         x0, tx, okx, y0, ty, oky = _point_tap(bx, by, dx, exx, exy, sxu, syu,
                                                               ox, oy, H, W, border)
-                        w00 = (1.0 - tx) * (1.0 - ty)
-                        w01 = tx * (1.0 - ty)
-                        w10 = (1.0 - tx) * ty
-                        w11 = tx * ty
+                        w00, w01, w10, w11 = _weights(tx, ty)
                         dix = diy = 0.0  # dL / d(pixel coordinate) of this point
                         if 0 <= x0 and x0 < W - 1 and 0 <= y0 and y0 < H - 1:
                             k = base + np.uint64(y0 * W + x0)
