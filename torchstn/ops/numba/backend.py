@@ -15,6 +15,7 @@ and run it. Nothing here imports Numba: the kernels load on first use (``_load``
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -285,12 +286,13 @@ def compile_kernels(dtype: torch.dtype) -> dict[str, float]:
     lanes = _load().tile_lanes(torch.finfo(dtype).bits // 8)
     # Each shape once below and once above SERIAL_BELOW output values (the serial and
     # the parallel copy); one channel runs the plain kernels, a vector of them the tiles.
-    for c, small, large in ((1, 8, 192), (lanes, 4, 64)):
-        for side in (small, large):
+    for c in (1, lanes):
+        for side in (4, math.isqrt(SERIAL_BELOW // c) + 1):
             x = torch.rand(1, c, side, side, dtype=dtype)
             out = fused_forward(x, m, side, side, False, False, False, False, eps16)
             fused_backward(x, m, out, True, True, False, False, False, False, eps16)
-    for side in (8, 192):  # anti-aliased: a 2x minification
+    # Anti-aliased, a 2x minification: each output value counts 4 times (_antialias_serial).
+    for side in (4, math.isqrt(SERIAL_BELOW // 4) + 1):
         x = torch.rand(1, 1, 2 * side, 2 * side, dtype=dtype)
         out = fused_forward_antialias(x, m, side, side, False, False, False, False, eps16)
         fused_backward_antialias(x, m, out, True, True, False, False, False, False, eps16)
