@@ -81,35 +81,32 @@ def _count(ex, ey, sxu, syu):
 
 
 @njit(inline="always", cache=True)
-def _steps(m, xo, yo, i, j, cx, cy, projective, thresh):
-    """The footprint edges of output pixel ``(i, j)`` (centre ``(cx, cy)``), as
-    ``antialias._steps``: ``(exx, exy, eyx, eyy)``."""
+def _neighbours(j, n):
+    """The grid points whose difference is the footprint edge at index ``j`` of ``n``
+    (the central difference inside, the one-sided one at either end) and the factor
+    that divides it: ``(ja, jb, 1 / (ja - jb))`` (1 or 1/2: exact in floating point)."""
+    ja = min(j + 1, n - 1)
+    jb = max(j - 1, 0)
+    return ja, jb, 1.0 / (ja - jb)
+
+
+@njit(inline="always", cache=True)
+def _steps(m, xo, yo, i, j, projective, thresh):
+    """The footprint edges of output pixel ``(i, j)``, as ``antialias._steps``:
+    ``(exx, exy, eyx, eyy)`` (zero along an axis of one output pixel)."""
     Wo = xo.shape[0]
     Ho = yo.shape[0]
-    u, v = xo[j], yo[i]
     exx = exy = eyx = eyy = 0.0
     if Wo > 1:
-        if j == 0:
-            rx, ry, _, _, _ = _point(m, xo[1], v, projective, thresh)
-            exx, exy = rx - cx, ry - cy
-        elif j == Wo - 1:
-            lx, ly, _, _, _ = _point(m, xo[j - 1], v, projective, thresh)
-            exx, exy = cx - lx, cy - ly
-        else:
-            rx, ry, _, _, _ = _point(m, xo[j + 1], v, projective, thresh)
-            lx, ly, _, _, _ = _point(m, xo[j - 1], v, projective, thresh)
-            exx, exy = (rx - lx) / 2, (ry - ly) / 2
+        ja, jb, a = _neighbours(j, Wo)
+        rx, ry, _, _, _ = _point(m, xo[ja], yo[i], projective, thresh)
+        lx, ly, _, _, _ = _point(m, xo[jb], yo[i], projective, thresh)
+        exx, exy = (rx - lx) * a, (ry - ly) * a
     if Ho > 1:
-        if i == 0:
-            dx, dy, _, _, _ = _point(m, u, yo[1], projective, thresh)
-            eyx, eyy = dx - cx, dy - cy
-        elif i == Ho - 1:
-            ux, uy, _, _, _ = _point(m, u, yo[i - 1], projective, thresh)
-            eyx, eyy = cx - ux, cy - uy
-        else:
-            dx, dy, _, _, _ = _point(m, u, yo[i + 1], projective, thresh)
-            ux, uy, _, _, _ = _point(m, u, yo[i - 1], projective, thresh)
-            eyx, eyy = (dx - ux) / 2, (dy - uy) / 2
+        ia, ib, a = _neighbours(i, Ho)
+        dx, dy, _, _, _ = _point(m, xo[j], yo[ia], projective, thresh)
+        ux, uy, _, _, _ = _point(m, xo[j], yo[ib], projective, thresh)
+        eyx, eyy = (dx - ux) * a, (dy - uy) * a
     return exx, exy, eyx, eyy
 
 
@@ -149,7 +146,7 @@ def _pixel_footprint(m, xo, yo, i, j, sxu, syu, projective, thresh):
     """Output pixel ``(i, j)``'s grid point, footprint edges and point counts:
     ``(cx, cy, exx, exy, eyx, eyy, kx, ky)``."""
     cx, cy, _, _, _ = _point(m, xo[j], yo[i], projective, thresh)
-    exx, exy, eyx, eyy = _steps(m, xo, yo, i, j, cx, cy, projective, thresh)
+    exx, exy, eyx, eyy = _steps(m, xo, yo, i, j, projective, thresh)
     return (cx, cy, exx, exy, eyx, eyy, _count(exx, exy, sxu, syu),
             _count(eyx, eyy, sxu, syu))
 
@@ -362,7 +359,10 @@ def warp_antialias_forward_serial(x, m, out, border, align, projective, eps16, t
         _forward_task(t, x, m, out, border, align, projective, eps16, tasks)
 
 
-@njit(inline="always", cache=True)
+# Not inlined (a call per grid point, five per output pixel): inlined at its call sites it
+# made the backward kernel's compile three times longer (46 s against 15 s for float32)
+# for no speed measured (docs/antialias.md).
+@njit(cache=True)
 def _chain(acc, m, u, v, gx, gy, projective, thresh):
     """Add to ``acc`` (9, row-major) the matrix gradient of the grid point of output
     point ``(u, v)`` whose gradient is ``(gx, gy)`` (normalised)."""
@@ -494,25 +494,13 @@ def _backward_task(t, x, m, go, gx, gm, need_x, need_m, border, align, projectiv
             # to the grid points each edge is the difference of (antialias._steps).
             _chain(acc, mn, u, v, gcx, gcy, projective, thresh)
             if Wo > 1:
-                if j == 0:
-                    _chain(acc, mn, xo[1], v, gxx, gxy, projective, thresh)
-                    _chain(acc, mn, u, v, -gxx, -gxy, projective, thresh)
-                elif j == Wo - 1:
-                    _chain(acc, mn, u, v, gxx, gxy, projective, thresh)
-                    _chain(acc, mn, xo[j - 1], v, -gxx, -gxy, projective, thresh)
-                else:
-                    _chain(acc, mn, xo[j + 1], v, gxx / 2, gxy / 2, projective, thresh)
-                    _chain(acc, mn, xo[j - 1], v, -gxx / 2, -gxy / 2, projective, thresh)
+                ja, jb, a = _neighbours(j, Wo)
+                _chain(acc, mn, xo[ja], v, gxx * a, gxy * a, projective, thresh)
+                _chain(acc, mn, xo[jb], v, -gxx * a, -gxy * a, projective, thresh)
             if Ho > 1:
-                if i == 0:
-                    _chain(acc, mn, u, yo[1], gyx, gyy, projective, thresh)
-                    _chain(acc, mn, u, v, -gyx, -gyy, projective, thresh)
-                elif i == Ho - 1:
-                    _chain(acc, mn, u, v, gyx, gyy, projective, thresh)
-                    _chain(acc, mn, u, yo[i - 1], -gyx, -gyy, projective, thresh)
-                else:
-                    _chain(acc, mn, u, yo[i + 1], gyx / 2, gyy / 2, projective, thresh)
-                    _chain(acc, mn, u, yo[i - 1], -gyx / 2, -gyy / 2, projective, thresh)
+                ia, ib, a = _neighbours(i, Ho)
+                _chain(acc, mn, u, yo[ia], gyx * a, gyy * a, projective, thresh)
+                _chain(acc, mn, u, yo[ib], -gyx * a, -gyy * a, projective, thresh)
     if need_m:
         for q in range(9):
             gm[n, g, q // 3, q % 3] = acc[q]
