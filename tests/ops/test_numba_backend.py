@@ -34,6 +34,13 @@ def _both(x, p, family, **kw):
     return fused_and_reference("numba", x, p, family, g, **kw)
 
 
+def _warp_grads(backend, x, p, family, g):
+    """One path's output and gradients (input, params) for ``g``."""
+    xi, pi = x.clone().requires_grad_(True), p.clone().requires_grad_(True)
+    out = ts.warp(xi, pi, family, backend=backend)
+    return (out.detach(), *torch.autograd.grad(out, (xi, pi), g))
+
+
 @pytest.fixture(params=["serial", "parallel"])
 def kernels(request, monkeypatch):
     """Run small warps through the serial kernels (the default) or the parallel ones."""
@@ -132,19 +139,27 @@ def test_chunks_are_whole_and_fit_the_prefetch_blocks():
     assert coords._chunking(97, 5, 1)[0] == 1  # a prime height: rows one by one
 
 
-def test_many_chunks_and_blocks_per_image_match_reference(monkeypatch):
+# float32 by default: the float64 tiled kernels compile only for this test and the tiled
+# gradchecks, all under -m slow (about 50 s of a fresh clone's test run).
+@pytest.mark.parametrize("dtype", [torch.float32,
+                                   pytest.param(torch.float64, marks=pytest.mark.slow)])
+def test_many_chunks_and_blocks_per_image_match_reference(dtype, monkeypatch):
     """40 channels of 30 x 20: chunks of 10 rows and two prefetch blocks per image in the
-    forward pass, channel groups of 16 and 8 in the backward pass (parallel kernels)."""
+    forward pass, channel groups of the tile's lanes in the backward pass (parallel
+    kernels); against the reference path in float64 on the same values."""
     monkeypatch.setattr(numba_backend, "SERIAL_BELOW", 0)
     assert coords._chunking(30, 20, 40) == (10, 20)
     gen = torch.Generator().manual_seed(3)
-    x = torch.rand(3, 40, 30, 20, generator=gen, dtype=torch.float64)
+    x = torch.rand(3, 40, 30, 20, generator=gen, dtype=torch.float64).to(dtype)
+    tol = 1e-10 if dtype == torch.float64 else 2e-6  # float32: 1e-7 to 6e-7 measured
+    g = torch.randn(3, 40, 30, 20, generator=gen, dtype=torch.float64)
     for family in ("affine", "projective"):
-        p = _params(family, 3, torch.float64, gen, spread=0.2)
-        (out, gx, gp), (ref, rgx, rgp) = _both(x, p, family)
-        assert (out - ref).abs().max() <= 1e-10, family
-        assert (gx - rgx).abs().max() <= 1e-10, family
-        assert (gp - rgp).abs().max() <= 1e-10 * rgp.abs().max().clamp_min(1.0), family
+        p = _params(family, 3, dtype, gen, spread=0.2)
+        out, gx, gp = _warp_grads("numba", x, p, family, g.to(dtype))
+        ref, rgx, rgp = _warp_grads("torch", x.double(), p.double(), family, g)
+        assert (out.double() - ref).abs().max() <= tol, family
+        assert (gx.double() - rgx).abs().max() <= tol, family
+        assert (gp.double() - rgp).abs().max() <= tol * rgp.abs().max().clamp_min(1.0), family
 
 
 @pytest.mark.parametrize("family", ["affine", "projective"])
@@ -469,10 +484,9 @@ def test_large_fresh_outputs_are_advised_huge_pages():
 def test_inf_grad_out_matches_reference_in_many_channel_groups():
     """An infinite output gradient gives an infinite (not NaN) matrix gradient, as on the
     reference path: the tap weights multiply each channel's differences before summing."""
-    x = torch.rand(1, 9, 11, 13, dtype=torch.float64)
-    p = torch.tensor([[1.0, 0, 0, 0, 1, 0]], dtype=torch.float64)
-    go = torch.randn(1, 9, 9, 17, generator=torch.Generator().manual_seed(0),
-                     dtype=torch.float64)
+    x = torch.rand(1, 17, 11, 13)  # a tile of 16 float32 lanes and one more channel
+    p = torch.tensor([[1.0, 0, 0, 0, 1, 0]])
+    go = torch.randn(1, 17, 9, 17, generator=torch.Generator().manual_seed(0))
     go[0, -1, -1, -1] = float("inf")
     grads = []
     for backend in ("numba", "torch"):
