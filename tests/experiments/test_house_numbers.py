@@ -228,11 +228,24 @@ def test_reproduce_house_numbers_runs_the_grid_and_writes_table_2(data_dir, tmp_
     assert hn.house_cell(base, 128, "st-cnn-multi").task.st_size == hn.LOOSE_ST_SIZE == 54
     assert hn.house_cell(base, 64, "st-cnn-multi").task.st_size is None
     assert hn.house_cell(base, 128, "cnn").task.st_size is None
+    # Multi's localisation nets at a tenth of the recipe's rate, the others at the rate.
+    for size in (64, 128):
+        assert hn.house_cell(base, size, "st-cnn-multi").optim.loc_lr_mult == 0.1
+        assert hn.house_cell(base, size, "st-cnn-single").optim.loc_lr_mult == 1.0
+    halved = hn.house_base("house-numbers", loc_lr_mult=0.5)
+    assert hn.house_cell(halved, 64, "st-cnn-multi").optim.loc_lr_mult == 0.05
+    svhn = hn.house_base("svhn")
+    assert hn.house_cell(svhn, 64, "st-cnn-multi").optim.loc_lr_mult == 0.1
+    assert hn.house_cell(svhn, 64, "st-cnn-single").optim.loc_lr_mult == 0.1
     table = hn.run_house_numbers("house-numbers", tmp_path, models=["cnn", "st-cnn-single"],
                                  sizes=[64], base=base, data_dir=data_dir, progress=False)
     ours = json.loads((tmp_path / "64" / "st-cnn-single" / "seed0" / "metrics.json")
                       .read_text())
     assert f"| ST-CNN Single | {ours['test_error']:.2f} | 3.7 |" in table
+    assert "localisation nets at 1x)" in table  # no Multi row, no Multi rate
+    multi_note = hn.house_markdown("house-numbers", tmp_path, list(hn.HOUSE_ROWS), [64], 1,
+                                   base)
+    assert "localisation nets at 1x, ST-CNN Multi's at 0.1x)" in multi_note
     assert (tmp_path / "house-numbers.md").read_text() == table
     # A finished grid run keeps its weights, not Adam's moments, and still evaluates.
     from torchstn.experiments.checkpoint import has_optimizer_state
