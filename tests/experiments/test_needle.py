@@ -88,4 +88,18 @@ def test_train_a_glimpse_from_the_command_line(tmp_path):
     assert "test_object_in_view" in json.dumps(metrics)
     views = json.loads((out / "views.json").read_text())
     assert len(views) == 2 and len(views[0]) == 6
-    assert (out / "views.png").exists()
+    assert (out / "views.png").exists() and (out / "glimpses.png").exists()
+
+
+def test_glimpse_rectangles_in_image_coordinates(tmp_path):
+    from torchstn.experiments.plots.figures import glimpse_rectangle, glimpse_tracks_figure
+
+    # the whole image of 8 x 6 (h x w): pixels 0..5 cover [-0.5, 5.5]
+    assert glimpse_rectangle((-1, -1, 1, 1), 8, 6) == (-0.5, -0.5, 6.0, 8.0)
+    # the lower-right quarter starts at the middle edge (pixel 3's left edge in x)
+    assert glimpse_rectangle((0, 0, 1, 1), 8, 6) == (2.5, 3.5, 3.0, 4.0)
+    x = torch.rand(2, 3, 8, 6)
+    tracks = [[(-1, -1, 1, 1), (0, 0, 1, 1)], [(-0.5, -0.5, 0.5, 0.5), (0, 0, 0.5, 0.5)]]
+    path = glimpse_tracks_figure(tmp_path / "g.png", x, tracks, torch.tensor(
+        [[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 4.0, 5.0]]), "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,8 +13,8 @@ from torchstn.multi import ParallelTransformer
 from .viz import draw_grid, pyplot, save_figure
 
 __all__ = ["capture_transformers", "colocalization_figure", "curves_figure",
-           "house_numbers_figure", "input_regions", "projection_figure", "save_run_figures",
-           "save_views", "transformer_figure"]
+           "glimpse_rectangle", "glimpse_tracks_figure", "house_numbers_figure", "input_regions",
+           "projection_figure", "save_run_figures", "save_views", "transformer_figure"]
 
 
 def _finish(plt, fig, axes, path, title: str) -> Path:
@@ -129,6 +129,48 @@ def save_views(path, x: torch.Tensor, seen: torch.Tensor, title: str = "") -> Pa
             axes[row, i].imshow(img, **kw)
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("seen")
+    return _finish(plt, fig, axes, path, title)
+
+
+def glimpse_rectangle(box, h: int, w: int) -> tuple[float, float, float, float]:
+    """A glimpse ``(x0, y0, x1, y1)`` in normalised coordinates (``align_corners=False``:
+    -1 and +1 are the image's outer edges) as ``(left, top, width, height)`` in the
+    coordinates of ``imshow``, where pixel ``i`` covers ``[i - 0.5, i + 0.5]``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    left, top = (x0 + 1) * w / 2 - 0.5, (y0 + 1) * h / 2 - 0.5
+    return left, top, (x1 - x0) * w / 2, (y1 - y0) * h / 2
+
+
+def glimpse_tracks_figure(path, x: torch.Tensor, tracks: list,
+                          boxes: torch.Tensor | None = None, title: str = "") -> Path:
+    """Where a glimpse transformer looked over training: each image of ``x (N, C, H, W)``
+    with its glimpse after every epoch (``tracks[epoch][i]``: normalised ``(x0, y0, x1,
+    y1)``), light early and dark late, the last one thick; ``boxes`` (``(N, 4)``, pixel
+    edges ``(x0, y0, x1, y1)``, as :class:`~torchstn.experiments.data.needle.NeedleImages`
+    gives them) the objects, dashed. Pixel ``i`` is drawn over ``[i - 0.5, i + 0.5]``."""
+    plt = pyplot()
+    n = len(x)
+    h, w = x.shape[2], x.shape[3]
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.7), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    epochs = len(tracks)
+    for i in range(n):
+        ax = axes[0, i]
+        img, kw = _image(x[i])
+        ax.imshow(img, **kw)
+        for e, frame in enumerate(tracks):
+            px0, py0, pw, ph = glimpse_rectangle(frame[i], h, w)
+            last = e == epochs - 1
+            ax.add_patch(plt.Rectangle((px0, py0), pw, ph, fill=False,
+                                       color=cmap(e / max(1, epochs - 1)),
+                                       lw=2.2 if last else 0.8, alpha=1.0 if last else 0.6))
+        if boxes is not None:
+            bx0, by0, bx1, by1 = (float(v) - 0.5 for v in boxes[i])
+            ax.add_patch(plt.Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False,
+                                       color="red", lw=1.0, ls="--"))
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+    axes[0, 0].set_ylabel(f"epochs 1 (light) to {epochs} (dark)")
     return _finish(plt, fig, axes, path, title)
 
 

@@ -26,7 +26,7 @@ from ..data.idx import DATASETS, download, load_idx_dataset
 from ..data.mnist import epoch_generator, shard_rows
 from ..data.needle import NeedleImages, load_photos
 from ..options import SEED_MAX, option
-from ..plots.figures import curves_figure, save_views
+from ..plots.figures import curves_figure, glimpse_tracks_figure, save_views
 from ..zoom import FRONTS, build_zoom_model
 from .base import TASKS, Task, classification_means, classification_step
 
@@ -189,6 +189,16 @@ class NeedleTask(Task):
         with torch.no_grad():
             seen = model.view(x)
         paths = [save_views(Path(out) / "views.png", x, seen, self.describe())]
+        tracks_path = Path(out) / "views.json"
+        if tracks_path.is_file():  # glimpse models: where they looked, epoch by epoch
+            try:
+                tracks = json.loads(tracks_path.read_text())
+            except ValueError as e:
+                raise ValueError(f"{tracks_path}: not the glimpses a run writes ({e})") from None
+            if tracks:
+                boxes = self.test_set()[2][:TRACKED]
+                paths.append(glimpse_tracks_figure(Path(out) / "glimpses.png", x, tracks,
+                                                   boxes, self.describe()))
         if history:
             paths.append(curves_figure(history, Path(out) / "curves.png", title=self.describe()))
         return paths
