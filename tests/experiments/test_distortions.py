@@ -24,8 +24,8 @@ def _gen(seed=0):
 
 
 def test_registry_and_sizes():
-    assert DISTORTIONS.names() == ["none", "r", "rts", "p", "e", "tc"]
-    assert [output_size(d) for d in DISTORTIONS] == [28, 28, 42, 28, 28, 60]
+    assert DISTORTIONS.names() == ["none", "r", "rts", "rts15", "r15", "p", "e", "tc"]
+    assert [output_size(d) for d in DISTORTIONS] == [28, 28, 42, 42, 28, 28, 28, 60]
     with pytest.raises(ValueError, match=r"distortion must be one of \['none', .*\], got 'x'"):
         output_size("x")
 
@@ -214,3 +214,61 @@ def test_sizes_beyond_the_dataset_and_scoring_without_the_training_files(data_di
     assert torch.equal(only_test.test_set()[0], full.test_set()[0])
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         len(only_test.train_x)
+
+
+def test_narrow_distortions_draw_a_third_of_the_range(digits):
+    _, r15 = distort(digits, "r15", _gen(3))
+    deg = torch.rad2deg(r15["angle"])
+    assert deg.abs().max() <= 15 and deg.min() < -14 and deg.max() > 14
+    _, narrow = distort(digits, "rts15", _gen(3))
+    assert torch.rad2deg(narrow["angle"]).abs().max() <= 15
+    assert narrow["scale"].min() >= 0.9 and narrow["scale"].max() <= 1.1
+    room = (42 - 28 * narrow["scale"]).unsqueeze(1) / 2
+    share = narrow["offset"].abs() / room
+    assert share.max() <= 1 / 3 and share.max() > 0.3
+    # the same warp as rts: parameters drawn by rts15 and applied by rts give its images
+    x, _ = distort(digits, "rts15", _gen(3))
+    assert torch.equal(x, distort(digits, "rts", None, drawn=narrow)[0])
+
+
+def _digests(images: torch.Tensor) -> list[str]:
+    return sorted(hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in images)
+
+
+def test_fixed_distortions_are_the_same_images_every_epoch(data_dir):
+    data = DistortedMNIST("mnist", "r", data_dir=data_dir, train_size=200, seed=0,
+                          fixed_distortions=True)
+    e0, e1 = (list(data.train_batches(e, 64)) for e in (0, 1))
+    x0, x1 = torch.cat([x for x, _ in e0]), torch.cat([x for x, _ in e1])
+    assert not torch.equal(x0, x1)  # shuffled
+    assert _digests(x0) == _digests(x1)  # the same 200 images
+    angles = data.fixed_parameters()["angle"]
+    assert angles.shape == (200,) and torch.rad2deg(angles).abs().max() > 45
+    # the same digits fresh every epoch: other images
+    fresh = DistortedMNIST("mnist", "r", data_dir=data_dir, train_size=200, seed=0)
+    f1 = torch.cat([x for x, _ in fresh.train_batches(1, 64)])
+    assert _digests(f1) != _digests(x1)
+    # shards of a fixed set make the whole batch
+    shards = [list(data.train_batches(1, 64, rank=r, world=2)) for r in range(2)]
+    for (x, y), (xa, ya), (xb, yb) in zip(e1, *shards):
+        assert torch.equal(torch.cat([xa, xb]), x) and torch.equal(torch.cat([ya, yb]), y)
+
+
+def test_training_distortion_apart_from_the_test_one(data_dir):
+    data = DistortedMNIST("mnist", "r", data_dir=data_dir, train_size=100, test_size=50,
+                          train_distortion="none")
+    x = torch.cat([x for x, _ in data.train_batches(0, 50)])
+    assert _digests(x.mul(255).round().to(torch.uint8)[:, 0]) == _digests(data.train_x)
+    test_x, _ = data.test_set()
+    upright = DistortedMNIST("mnist", "none", data_dir=data_dir, test_size=50).test_set()[0]
+    assert not torch.equal(test_x, upright)  # the test set is rotated
+    with pytest.raises(ValueError, match=r"train_distortion must make images of the test "
+                                         r"distortion's size \(r: 28 px\), got rts \(42 px\)"):
+        DistortedMNIST("mnist", "r", data_dir=data_dir, train_distortion="rts")
+    from torchstn.experiments.config import make_config
+
+    with pytest.raises(ValueError, match=r"task.train_distortion must make images"):
+        make_config("distorted-digits", distortion="rts", train_distortion="r").resolved()
+    with pytest.raises(ValueError, match=r"drawn\['angle'\] holds 3 images' parameters, "
+                                         r"for 2 images"):
+        distort(data.train_x[:2], "r", None, drawn={"angle": torch.zeros(3)})

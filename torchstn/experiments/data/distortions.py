@@ -17,7 +17,15 @@ e       scale in [0.75, 1.0], then a thin-plate spline whose 4x4 control points 
         are moved by N(0, 1.5 px)
 tc      the digit at a uniformly random (integer) position on a 60x60 canvas, with   60
         six 6x6 patches cropped from other random digits (pixel-wise maximum)
+r15     rotation in [-15, 15] degrees (a narrow ``r``, for training only on a part   28
+        of the test range)
+rts15   rotation in [-15, 15] degrees, scale in [0.9, 1.1], position within a third  42
+        of ``rts``'s room each way (a narrow ``rts``)
 ======  ===========================================================================  =====
+
+Every distortion draws its parameters before warping; the drawn parameters (``angle`` in
+radians, ``scale``, ``offset`` in pixels, ...) come back with the images, and
+:func:`distort` can apply parameters drawn earlier (a training set distorted once).
 """
 
 from __future__ import annotations
@@ -110,6 +118,14 @@ def _draw_rts(n, gen, pool_size):
     return {"angle": angle, "scale": scale, "offset": offset}
 
 
+def _draw_rts15(n, gen, pool_size):
+    angle = _uniform(n, -math.pi / 12, math.pi / 12, gen)
+    scale = _uniform(n, 0.9, 1.1, gen)
+    room = (42 - 28 * scale).unsqueeze(1) / 2
+    offset = _uniform(n, -1.0, 1.0, gen, 2) * room / 3
+    return {"angle": angle, "scale": scale, "offset": offset}
+
+
 def _apply_rts(x, drawn, pool):
     angle, scale, offset = drawn["angle"], drawn["scale"], drawn["offset"]
     # Output point u (normalised over 42 px) reads the digit at (21/14)/scale R (u - c).
@@ -123,6 +139,14 @@ def _apply_rts(x, drawn, pool):
 
 
 DISTORTIONS.add("rts", Distortion(42, _draw_rts, _apply_rts))
+DISTORTIONS.add("rts15", Distortion(42, _draw_rts15, _apply_rts))
+
+
+def _draw_r15(n, gen, pool_size):
+    return {"angle": _uniform(n, -math.pi / 12, math.pi / 12, gen)}
+
+
+DISTORTIONS.add("r15", Distortion(28, _draw_r15, _apply_r))
 
 
 def _draw_p(n, gen, pool_size):
@@ -223,6 +247,7 @@ def distort(
     pool: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     rows: slice | None = None,
+    drawn: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Distort a batch of digits.
 
@@ -236,6 +261,9 @@ def distort(
         dtype: of the output.
         rows: distort only these images of the batch (a shard: the other images' draws
             still consume the generator, so every shard sees the same stream).
+        drawn: apply these parameters (of all ``N`` images, as this function returned
+            them for the same distortion) instead of drawing new ones; ``generator`` is
+            then not used (may be None).
 
     Returns:
         Images ``(N, 1, S, S)`` in ``[0, 1]`` (S = :func:`output_size`; only ``rows`` of
@@ -249,7 +277,14 @@ def distort(
             f"{tuple(images.shape)}"
         )
     pool = images if pool is None else pool
-    info = spec.draw(len(images), generator, len(pool))
+    if drawn is None:
+        info = spec.draw(len(images), generator, len(pool))
+    else:
+        info = drawn
+        wrong = [k for k, v in info.items() if len(v) != len(images)]
+        if wrong:
+            raise ValueError(f"drawn[{wrong[0]!r}] holds {len(info[wrong[0]])} images' "
+                             f"parameters, for {len(images)} images")
     drawn = info if rows is None else {k: v[rows] for k, v in info.items()}
     chosen = images if rows is None else images[rows]
     x = chosen.unsqueeze(1).to(dtype) / 255

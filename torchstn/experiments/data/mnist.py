@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .distortions import distort, output_size, to_device
+from .distortions import DISTORTIONS, distort, output_size, to_device
 from .idx import load_idx_dataset
 
 __all__ = ["VAL_SEED", "DistortedMNIST", "check_size", "epoch_generator", "shard_rows",
@@ -73,13 +73,27 @@ class DistortedMNIST:
             parameters, a few numbers per image, come from the CPU generator). The test
             set is always made on the CPU in float64, so its bytes never depend on the
             device.
+        train_distortion: the training digits' distortion (default: ``distortion``, the
+            test set's); one of the same image size.
+        fixed_distortions: draw each training digit's distortion once (from ``seed``) and
+            keep it every epoch, as a fixed dataset does, instead of afresh every epoch
+            (augmentation). The epochs still shuffle.
     """
 
     def __init__(self, dataset: str = "mnist", distortion: str = "rts", *, data_dir=None,
                  train_size: int | None = None, test_size: int | None = None,
                  val_size: int = 0, seed: int = 0, test_seed: int = 2015,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", train_distortion: str | None = None,
+                 fixed_distortions: bool = False):
         self.distortion = distortion
+        self.train_distortion = train_distortion or distortion
+        if output_size(self.train_distortion) != output_size(distortion):
+            raise ValueError(
+                f"train_distortion must make images of the test distortion's size "
+                f"({distortion}: {output_size(distortion)} px), got {self.train_distortion} "
+                f"({output_size(self.train_distortion)} px)")
+        self.fixed_distortions = fixed_distortions
+        self._fixed: dict[str, torch.Tensor] | None = None
         self.val_size = val_size
         self.size = output_size(distortion)
         self.seed, self.test_seed = seed, test_seed
@@ -138,13 +152,25 @@ class DistortedMNIST:
         """
         gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(len(self.train_x), generator=gen)
+        fixed = self.fixed_parameters() if self.fixed_distortions else None
         for start in range(0, len(order), batch_size):
-            idx = to_device(order[start : start + batch_size], self.train_x.device)
+            cut = order[start : start + batch_size]
+            idx = to_device(cut, self.train_x.device)
             rows = None if world == 1 else shard_rows(len(idx), rank, world)
-            x, _ = distort(self.train_x[idx], self.distortion, gen, pool=self.clutter_pool,
-                           rows=rows)
+            drawn = None if fixed is None else {k: v[cut] for k, v in fixed.items()}
+            x, _ = distort(self.train_x[idx], self.train_distortion, gen,
+                           pool=self.clutter_pool, rows=rows, drawn=drawn)
             y = self.train_y[idx]
             yield x, (y if rows is None else y[rows])
+
+    def fixed_parameters(self) -> dict[str, torch.Tensor]:
+        """The distortion parameters of every training digit, drawn once from ``seed``
+        (a stream of its own: ``epoch_generator(seed, -1)``; the epochs count from 0)."""
+        if self._fixed is None:
+            spec = DISTORTIONS.get(self.train_distortion)
+            self._fixed = spec.draw(len(self.train_x), epoch_generator(self.seed, -1),
+                                    len(self.clutter_pool))
+        return self._fixed
 
     def test_set(self, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed test set (the validation set with ``val_size``): ``(x (N, 1, S, S)

@@ -50,10 +50,23 @@ class DigitsConfig:
 
     st_pool: bool = option(False, "with st_downsample: sample at full size and average-pool "
                                   "by 2, instead of sampling at half size")
+    train_distortion: str | None = option(None, "distortion of the training digits "
+                                                "(default: --distortion, the test set's; "
+                                                "of the same image size)",
+                                          choices=lambda: DISTORTIONS.names())
+    fixed_distortions: bool = option(False, "distort each training digit once and keep it "
+                                            "(a fixed training set) instead of afresh every "
+                                            "epoch")
 
     def resolve(self) -> None:
         if self.st_downsample is None:
             self.st_downsample = self.distortion in ("rts", "tc")
+        train = self.train_distortion
+        if train is not None and output_size(train) != output_size(self.distortion):
+            raise ValueError(f"task.train_distortion must make images of the test "
+                             f"distortion's size ({self.distortion}: "
+                             f"{output_size(self.distortion)} px), got {train} "
+                             f"({output_size(train)} px)")
 
 
 @TASKS.register("distorted-digits")
@@ -72,7 +85,9 @@ class DistortedDigits(Task):
         self.data = DistortedMNIST(cfg.dataset, cfg.distortion, data_dir=data_dir,
                                    train_size=cfg.train_size, test_size=cfg.test_size,
                                    val_size=cfg.val_size, seed=seed,
-                                   test_seed=cfg.test_seed, device=self.device)
+                                   test_seed=cfg.test_seed, device=self.device,
+                                   train_distortion=cfg.train_distortion,
+                                   fixed_distortions=cfg.fixed_distortions)
 
     @classmethod
     def download(cls, cfg: DigitsConfig, data_dir=None) -> None:
@@ -110,7 +125,12 @@ class DistortedDigits(Task):
                 "dataset": self.cfg.dataset}
 
     def describe(self) -> str:
-        return f"{self.cfg.model} on {self.cfg.dataset} {self.cfg.distortion.upper()}"
+        c = self.cfg
+        trained = ""
+        if c.train_distortion not in (None, c.distortion) or c.fixed_distortions:
+            trained = (f" (trained on {'fixed ' * c.fixed_distortions}"
+                       f"{(c.train_distortion or c.distortion).upper()})")
+        return f"{c.model} on {c.dataset} {c.distortion.upper()}{trained}"
 
     def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
         return (self.test_images(batch_size),)
