@@ -143,7 +143,10 @@ def test_every_field_has_a_flag_and_flags_parse_to_its_type():
         assert flags[key].option_strings[0] == "--" + key.replace("_", "-")
         assert f.metadata["help"] in flags[key].help
         # every type is one the flag generator knows
-        assert hint in (int, float, str, bool, int | None, bool | None, list[int] | None), key
+        assert hint in (int, float, str, bool, int | None, bool | None, str | None,
+                        list[int] | None), key
+    assert _parse(["train", "--out", "x", "--train-distortion", "r15",
+                   "--fixed-distortions"]).train_distortion == "r15"
 
 
 def test_config_file_then_flags(data_dir, tmp_path, capsys):
