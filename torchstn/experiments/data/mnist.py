@@ -94,6 +94,7 @@ class DistortedMNIST:
                 f"({output_size(self.train_distortion)} px)")
         self.fixed_distortions = fixed_distortions
         self._fixed: dict[str, torch.Tensor] | None = None
+        self._test_parameters: dict[str, torch.Tensor] = {}
         self.val_size = val_size
         self.size = output_size(distortion)
         self.seed, self.test_seed = seed, test_seed
@@ -178,10 +179,21 @@ class DistortedMNIST:
         if self._test is None:
             gen = torch.Generator().manual_seed(self.test_seed)
             pool = self.test_x
-            parts = []
+            parts, drawn = [], []
             for start in range(0, len(self.test_x), chunk):
-                x, _ = distort(self.test_x[start : start + chunk], self.distortion, gen,
-                               pool=pool, dtype=torch.float64)
+                x, info = distort(self.test_x[start : start + chunk], self.distortion, gen,
+                                  pool=pool, dtype=torch.float64)
                 parts.append(x.mul(255).round().to(torch.uint8))
+                drawn.append(info)
             self._test = torch.cat(parts), self.test_y
+            self._test_parameters = {k: torch.cat([d[k] for d in drawn])
+                                     for k in (drawn[0] if drawn else {})}
         return self._test
+
+    def test_parameters(self) -> dict[str, torch.Tensor]:
+        """The distortion parameters of every test (or validation) image, as
+        :func:`~torchstn.experiments.data.distortions.distort` drew them for
+        :meth:`test_set` (``angle`` in radians, ``scale``, ...): what a transformer that
+        undoes the distortion has to find."""
+        self.test_set()
+        return self._test_parameters
