@@ -158,7 +158,8 @@ def test_reproduce_has_a_subcommand_per_experiment_of_the_one_table(capsys, monk
         main(["reproduce", "--help"])
     out = capsys.readouterr().out
     assert list(ex.EXPERIMENT_TABLE) == ["table1", "addition", "mnist3d", "colocalization",
-                                         "house-numbers", "svhn"]
+                                         "house-numbers", "svhn",
+                                         "augmentation"]
     for name in ex.EXPERIMENT_TABLE:
         assert f"    {name} " in out or f"    {name}\n" in out, name
     # The entry's runner gets the grid's selections and the recipe under the flags.

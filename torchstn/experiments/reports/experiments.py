@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from . import augmentation as aug
 from . import house_numbers as hn
 from . import reproduce as rep
 
@@ -95,4 +96,13 @@ EXPERIMENT_TABLE: dict[str, Experiment] = {e.name: e for e in (
                lambda: dict(hn.HOUSE_EXPERIMENTS["svhn"]["recipe"]),
                _late(hn, "run_house_numbers", "svhn"),
                (_SIZES, _models("cnn st-cnn-single st-cnn-multi")), _HOUSE_FIELDS),
+    Experiment("augmentation", "distorted-digits",
+               "can a transformer replace augmentation? CNN and ST-CNN on R and RTS under "
+               "training protocols (fixed, fresh, less data, narrow, upright)",
+               lambda: dict(rep.TABLE1_RECIPE), _late(aug, "run_augmentation"), (
+                   Selection("distortions", "among r and rts (default: both)"),
+                   Selection("protocols", "among fresh fixed fresh-6k fixed-6k narrow "
+                                          "upright (default: all)"),
+                   _models("cnn st-cnn-affine")),
+               CELL_FIELDS | {"fixed_distortions", "train_distortion"}),
 )}
