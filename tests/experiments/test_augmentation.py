@@ -28,16 +28,23 @@ def test_cells_differ_only_in_what_the_training_set_shows():
 def test_reproduce_augmentation_runs_the_grid_and_writes_the_table(data_dir, tmp_path):
     from torchstn.experiments.cli import main
 
-    out = tmp_path / "aug"
+    out = tmp_path / "aug"  # also: the ST model's poses, computed once and cached
     assert main(["reproduce", "augmentation", "--distortions", "r", "--protocols", "fixed",
-                 "upright", "fixed-6k", "--models", "cnn", "--epochs", "1", "--train-size",
+                 "upright", "fixed-6k", "--models", "cnn", "st-cnn-affine", "--epochs", "1",
+                 "--train-size",
                  "100", "--test-size", "50", "--batch-size", "50", "--data-dir",
                  str(data_dir), "--out", str(out), "--no-progress"]) == 0
     table = (out / "augmentation.md").read_text()
     for protocol in ("fixed", "upright", "fixed-6k"):
         run = out / "r" / protocol / "cnn" / "seed0"
         metrics = json.loads((run / "metrics.json").read_text())
-        assert f"| {protocol} | {metrics['test_error']:.2f} |" in table
+        st = out / "r" / protocol / "st-cnn-affine" / "seed0"
+        st_error = json.loads((st / "metrics.json").read_text())["test_error"]
+        poses = json.loads((st / "poses.json").read_text())
+        assert f"| {protocol} | {metrics['test_error']:.2f} | {st_error:.2f} | " \
+               f"{poses['slope']:.2f} |" in table
+        assert -1 <= poses["correlation"] <= 1 and poses["mean_scale"] > 0
+        assert not (run / "poses.json").exists()  # no transformer, no poses
     small = json.loads((out / "r" / "fixed-6k" / "cnn" / "seed0" / "config.json").read_text())
     assert (small["task"]["train_size"], small["train"]["epochs"]) == (10, 10)
     upright = json.loads((out / "r" / "upright" / "cnn" / "seed0" / "config.json").read_text())

@@ -26,11 +26,24 @@ CNN ``fresh`` (augmentation alone), ST-CNN ``fixed`` (the transformer alone), ST
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import torch
+
+from torchstn.modules import find_transformers
+
 from ..config import RunConfig, make_config
-from ..engine import atomic_write_text, is_primary_process
-from .reproduce import TABLE1_RECIPE, run_grid, seed_errors, seeds_phrase, table_cell
+from ..engine import atomic_write_text, is_primary_process, load_run
+from .poses import matrix_pose, undo_statistics
+from .reproduce import (
+    TABLE1_RECIPE,
+    finished_run_folders,
+    run_grid,
+    seed_errors,
+    seeds_phrase,
+    table_cell,
+)
 
 __all__ = ["AUGMENTATION_DISTORTIONS", "AUGMENTATION_MODELS", "NARROW", "PROTOCOLS",
            "augmentation_base", "augmentation_cell", "augmentation_markdown",
@@ -85,13 +98,58 @@ def _cells(base, distortions, protocols, models, out: Path):
             if applies(protocol, distortion) for model in models]
 
 
+POSES = "poses.json"
+
+
+@torch.no_grad()
+def run_poses(run: Path, data_dir=None, chunk: int = 1000) -> dict[str, float] | None:
+    """What the transformer of finished run ``run`` does to the test digits' rotations
+    (:func:`~torchstn.experiments.reports.poses.undo_statistics` of its matrices against
+    the drawn angles, and the mean scale it reads at), cached in ``run/poses.json``; None
+    for a model without a transformer."""
+    cached = run / POSES
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    _, task, model, _ = load_run(run, data_dir=data_dir)
+    stns = find_transformers(model)
+    if not stns:
+        return None
+    stn = stns[0]
+    x, _ = task.data.test_set()
+    angles, scales = [], []
+    for start in range(0, len(x), chunk):
+        xb = x[start: start + chunk].to(task.device).float() / 255
+        _, params = stn(xb, return_params=True)
+        angle, scale = matrix_pose(stn.transform.matrix(params.double()))
+        angles.append(angle.cpu())
+        scales.append(scale.cpu())
+    stats = undo_statistics(torch.cat(angles), task.data.test_parameters()["angle"])
+    stats["mean_scale"] = float(torch.cat(scales).mean())
+    if is_primary_process():
+        atomic_write_text(cached, json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+def _slopes(folder: Path, seeds: int, cfg: RunConfig, data_dir) -> str:
+    """Mean slope of the finished runs' rotations against the undoing ones."""
+    slopes = []
+    for run, _ in finished_run_folders(folder, seeds, cfg):
+        stats = run_poses(run, data_dir)
+        if stats is not None:
+            slopes.append(stats["slope"])
+    return f"{sum(slopes) / len(slopes):.2f}" if slopes else "-"
+
+
 def augmentation_markdown(root: Path, distortions, protocols, models, seeds: int,
-                          base: RunConfig) -> str:
+                          base: RunConfig, data_dir=None) -> str:
     """% test error (mean ± std over seeds): a row per protocol, a column per distortion
-    and model."""
-    head = "| protocol | " + " | ".join(f"{d.upper()} {_LABELS.get(m, m)}"
-                                        for d in distortions for m in models) + " |"
-    lines = [head, "|---" * (1 + len(distortions) * len(models)) + "|"]
+    and model; for each model with a transformer, the slope of its rotations against
+    those that undo the drawn ones (1: undone, 0: ignored; mean over seeds)."""
+    st = [m for m in models if m.startswith("st-")]
+    head = "| protocol | " + " | ".join(
+        [f"{d.upper()} {_LABELS.get(m, m)}" for d in distortions for m in models]
+        + [f"{d.upper()} {_LABELS.get(m, m)} slope" for d in distortions for m in st]) + " |"
+    lines = [head, "|---" * (1 + len(distortions) * (len(models) + len(st))) + "|"]
     for protocol in protocols:
         cells = []
         for d in distortions:
@@ -102,6 +160,11 @@ def augmentation_markdown(root: Path, distortions, protocols, models, seeds: int
                 cfg = augmentation_cell(base, d, protocol, m)
                 cells.append(table_cell(seed_errors(root / d / protocol / m, seeds, cfg),
                                         seeds))
+        for d in distortions:
+            for m in st:
+                cells.append(_slopes(root / d / protocol / m, seeds,
+                                     augmentation_cell(base, d, protocol, m), data_dir)
+                             if applies(protocol, d) else "n/a")
         lines.append(f"| {protocol} | " + " | ".join(cells) + " |")
     t, o = base.train, base.optim
     full = base.task.train_size or _MNIST_TRAIN
@@ -130,7 +193,8 @@ def run_augmentation(out, *, distortions=None, protocols=None, models=None, seed
                 raise ValueError(f"{name} must be among {list(allowed)}, got {value!r}")
 
     def write() -> str:
-        table = augmentation_markdown(out, distortions, protocols, models, seeds, base)
+        table = augmentation_markdown(out, distortions, protocols, models, seeds, base,
+                                      data_dir)
         if is_primary_process():
             atomic_write_text(out / "augmentation.md", table)
         return table

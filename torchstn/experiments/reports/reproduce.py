@@ -32,7 +32,8 @@ __all__ = ["ADDITION_ROWS", "COLOC_RECIPE", "PAPER_COLOC", "coloc_base", "coloc_
            "coloc_markdown", "run_colocalization",
            "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
            "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
-           "experiment_base", "experiment_recipe", "finished_runs", "row_config", "rows_markdown",
+           "experiment_base", "experiment_recipe", "finished_run_folders", "finished_runs",
+           "row_config", "rows_markdown",
            "run_addition", "run_grid", "run_rows", "run_table1", "seed_errors",
            "seeds_phrase", "table_cell",
            "table1_base", "table1_cell", "table1_markdown"]
@@ -178,6 +179,11 @@ def run_grid(cells, seeds: int, *, data_dir=None, progress: bool = True,
 def finished_runs(folder: Path, seeds: int, cfg: RunConfig) -> list[dict]:
     """``metrics.json`` of the finished runs ``folder/seed<S>`` of configuration ``cfg``
     (with each seed); a run of another configuration is left out."""
+    return [data for _, data in finished_run_folders(folder, seeds, cfg)]
+
+
+def finished_run_folders(folder: Path, seeds: int, cfg: RunConfig) -> list[tuple[Path, dict]]:
+    """:func:`finished_runs` with each run's folder: ``(folder/seed<S>, metrics)``."""
     runs = []
     for seed in range(seeds):
         run = folder / f"seed{seed}"
@@ -191,7 +197,7 @@ def finished_runs(folder: Path, seeds: int, cfg: RunConfig) -> list[dict]:
         except ValueError:
             continue
         if data["epochs_done"] >= cfg.train.epochs:
-            runs.append(data)
+            runs.append((run, data))
     return runs
 
 
