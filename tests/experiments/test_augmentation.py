@@ -45,6 +45,8 @@ def test_reproduce_augmentation_runs_the_grid_and_writes_the_table(data_dir, tmp
                f"{poses['slope']:.2f} |" in table
         assert -1 <= poses["correlation"] <= 1 and poses["mean_scale"] > 0
         assert not (run / "poses.json").exists()  # no transformer, no poses
+        assert len(poses["drawn_deg"]) == len(poses["predicted_deg"]) == 50  # test_size
+    assert (out / "rotations-r.png").read_bytes()[:4] == b"\x89PNG"
     small = json.loads((out / "r" / "fixed-6k" / "cnn" / "seed0" / "config.json").read_text())
     assert (small["task"]["train_size"], small["train"]["epochs"]) == (10, 10)
     upright = json.loads((out / "r" / "upright" / "cnn" / "seed0" / "config.json").read_text())

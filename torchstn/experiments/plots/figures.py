@@ -14,7 +14,8 @@ from .viz import draw_grid, pyplot, save_figure
 
 __all__ = ["capture_transformers", "colocalization_figure", "curves_figure",
            "glimpse_rectangle", "glimpse_tracks_figure", "house_numbers_figure", "input_regions",
-           "projection_figure", "save_run_figures", "save_views", "transformer_figure"]
+           "projection_figure", "rotation_scatter_figure", "save_run_figures", "save_views",
+           "transformer_figure"]
 
 
 def _finish(plt, fig, axes, path, title: str) -> Path:
@@ -172,6 +173,29 @@ def glimpse_tracks_figure(path, x: torch.Tensor, tracks: list,
         ax.set_ylim(h - 0.5, -0.5)
     axes[0, 0].set_ylabel(f"epochs 1 (light) to {epochs} (dark)")
     return _finish(plt, fig, axes, path, title)
+
+
+def rotation_scatter_figure(path, panels: list, title: str = "") -> Path:
+    """A panel per ``(label, drawn_deg, predicted_deg)``: each test digit's transformer
+    rotation against the rotation drawn for it, with the line of a transformer that
+    undoes it (``-drawn``, dashed) and of one that ignores it (0, dotted)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.1), squeeze=False)
+    for ax, (label, drawn, predicted) in zip(axes[0], panels):
+        ax.scatter(drawn, predicted, s=3, alpha=0.5)
+        lim = max([abs(v) for v in drawn] + [1.0])
+        ax.plot([-lim, lim], [lim, -lim], "k--", lw=0.8, label="undone")
+        ax.plot([-lim, lim], [0, 0], "k:", lw=0.8, label="ignored")
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("drawn rotation (deg)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("transformer rotation (deg)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    saved = save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return saved
 
 
 def curves_figure(history: list[dict], path, *, title: str = "") -> Path:

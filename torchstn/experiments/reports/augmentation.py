@@ -35,6 +35,7 @@ from torchstn.modules import find_transformers
 
 from ..config import RunConfig, make_config
 from ..engine import atomic_write_text, is_primary_process, load_run
+from ..plots.figures import rotation_scatter_figure
 from .poses import matrix_pose, undo_statistics
 from .reproduce import (
     TABLE1_RECIPE,
@@ -99,6 +100,8 @@ def _cells(base, distortions, protocols, models, out: Path):
 
 
 POSES = "poses.json"
+#: Test digits whose rotations ``poses.json`` keeps for the figure.
+FIGURE_POINTS = 500
 
 
 @torch.no_grad()
@@ -123,8 +126,12 @@ def run_poses(run: Path, data_dir=None, chunk: int = 1000) -> dict[str, float] |
         angle, scale = matrix_pose(stn.transform.matrix(params.double()))
         angles.append(angle.cpu())
         scales.append(scale.cpu())
-    stats = undo_statistics(torch.cat(angles), task.data.test_parameters()["angle"])
+    predicted, drawn = torch.cat(angles), task.data.test_parameters()["angle"]
+    stats = undo_statistics(predicted, drawn)
     stats["mean_scale"] = float(torch.cat(scales).mean())
+    # the figure's points: the first test digits' drawn and predicted rotations (degrees)
+    for key, values in (("drawn_deg", drawn), ("predicted_deg", predicted)):
+        stats[key] = [round(v, 1) for v in torch.rad2deg(values[:FIGURE_POINTS]).tolist()]
     if is_primary_process():
         atomic_write_text(cached, json.dumps(stats, indent=1) + "\n")
     return stats
@@ -138,6 +145,28 @@ def _slopes(folder: Path, seeds: int, cfg: RunConfig, data_dir) -> str:
         if stats is not None:
             slopes.append(stats["slope"])
     return f"{sum(slopes) / len(slopes):.2f}" if slopes else "-"
+
+
+def rotations_figure(root: Path, distortion: str, protocols, models,
+                     base: RunConfig) -> Path | None:
+    """``root/rotations-<distortion>.png``: for each protocol (a panel) and the seed-0 run
+    of each model with a transformer, its rotation against the drawn one on the first
+    test digits (None until such a run has its poses)."""
+    panels = []
+    for protocol in protocols:
+        if not applies(protocol, distortion):
+            continue
+        for m in models:
+            poses = root / distortion / protocol / m / "seed0" / POSES
+            if poses.is_file():
+                p = json.loads(poses.read_text())
+                panels.append((f"{protocol}, {_LABELS.get(m, m)}\nslope {p['slope']:.2f}",
+                               p["drawn_deg"], p["predicted_deg"]))
+    if not panels:
+        return None
+    return rotation_scatter_figure(root / f"rotations-{distortion}.png", panels,
+                                   f"{distortion.upper()}: transformer rotation against the "
+                                   f"drawn one (seed 0)")
 
 
 def augmentation_markdown(root: Path, distortions, protocols, models, seeds: int,
@@ -197,6 +226,8 @@ def run_augmentation(out, *, distortions=None, protocols=None, models=None, seed
                                       data_dir)
         if is_primary_process():
             atomic_write_text(out / "augmentation.md", table)
+            for d in distortions:
+                rotations_figure(out, d, protocols, models, base)
         return table
 
     run_grid(_cells(base, distortions, protocols, models, out), seeds, data_dir=data_dir,
