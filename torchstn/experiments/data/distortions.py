@@ -41,7 +41,7 @@ from torchstn.homography import homography_from_points
 from torchstn.tps import lattice
 from torchstn.warping import warp
 
-__all__ = ["DISTORTIONS", "Distortion", "distort", "output_size"]
+__all__ = ["DISTORTIONS", "Distortion", "check_train_distortion", "distort", "output_size"]
 
 HALF = 14.0  # pixels per normalised unit of the 28x28 digit
 
@@ -96,8 +96,11 @@ DISTORTIONS.add("none", Distortion(28, lambda n, gen, pool_size: {},
                                    lambda x, drawn, pool: x))
 
 
-def _draw_r(n, gen, pool_size):
-    return {"angle": _uniform(n, -math.pi / 2, math.pi / 2, gen)}
+def _rotations(max_angle: float):
+    """The draw of a rotation uniform in ``[-max_angle, max_angle]`` (radians)."""
+    def draw(n, gen, pool_size):
+        return {"angle": _uniform(n, -max_angle, max_angle, gen)}
+    return draw
 
 
 def _apply_r(x, drawn, pool):
@@ -106,24 +109,22 @@ def _apply_r(x, drawn, pool):
     return warp(x, _on(params, x), "rotation")
 
 
-DISTORTIONS.add("r", Distortion(28, _draw_r, _apply_r))
+DISTORTIONS.add("r", Distortion(28, _rotations(math.pi / 2), _apply_r))
 
 
-def _draw_rts(n, gen, pool_size):
-    angle = _uniform(n, -math.pi / 4, math.pi / 4, gen)
-    scale = _uniform(n, 0.7, 1.2, gen)
-    # Centre offset in canvas pixels, uniform so that the scaled 28x28 box fits.
-    room = (42 - 28 * scale).unsqueeze(1) / 2  # (N, 1)
-    offset = _uniform(n, -1.0, 1.0, gen, 2) * room  # (N, 2)
-    return {"angle": angle, "scale": scale, "offset": offset}
-
-
-def _draw_rts15(n, gen, pool_size):
-    angle = _uniform(n, -math.pi / 12, math.pi / 12, gen)
-    scale = _uniform(n, 0.9, 1.1, gen)
-    room = (42 - 28 * scale).unsqueeze(1) / 2
-    offset = _uniform(n, -1.0, 1.0, gen, 2) * room / 3
-    return {"angle": angle, "scale": scale, "offset": offset}
+def _rts(max_angle: float, scale_lo: float, scale_hi: float, room_parts: int):
+    """The draw of an RTS distortion: rotation within ``max_angle`` (radians), scale in
+    ``[scale_lo, scale_hi]``, the centre within ``1 / room_parts`` of the room that keeps
+    the scaled 28x28 box inside the 42x42 canvas (division by 1 is exact: ``rts`` draws
+    what it drew before)."""
+    def draw(n, gen, pool_size):
+        angle = _uniform(n, -max_angle, max_angle, gen)
+        scale = _uniform(n, scale_lo, scale_hi, gen)
+        # Centre offset in canvas pixels, uniform so that the scaled 28x28 box fits.
+        room = (42 - 28 * scale).unsqueeze(1) / 2  # (N, 1)
+        offset = _uniform(n, -1.0, 1.0, gen, 2) * room / room_parts  # (N, 2)
+        return {"angle": angle, "scale": scale, "offset": offset}
+    return draw
 
 
 def _apply_rts(x, drawn, pool):
@@ -138,15 +139,9 @@ def _apply_rts(x, drawn, pool):
     return warp(x, _on(params, x), "similarity", out_size=(42, 42))
 
 
-DISTORTIONS.add("rts", Distortion(42, _draw_rts, _apply_rts))
-DISTORTIONS.add("rts15", Distortion(42, _draw_rts15, _apply_rts))
-
-
-def _draw_r15(n, gen, pool_size):
-    return {"angle": _uniform(n, -math.pi / 12, math.pi / 12, gen)}
-
-
-DISTORTIONS.add("r15", Distortion(28, _draw_r15, _apply_r))
+DISTORTIONS.add("rts", Distortion(42, _rts(math.pi / 4, 0.7, 1.2, 1), _apply_rts))
+DISTORTIONS.add("rts15", Distortion(42, _rts(math.pi / 12, 0.9, 1.1, 3), _apply_rts))
+DISTORTIONS.add("r15", Distortion(28, _rotations(math.pi / 12), _apply_r))
 
 
 def _draw_p(n, gen, pool_size):
@@ -237,6 +232,15 @@ DISTORTIONS.add("tc", Distortion(60, _draw_tc, _apply_tc))
 def output_size(name: str) -> int:
     """Side of the images a distortion produces (28, 42 or 60)."""
     return DISTORTIONS.get(name).size
+
+
+def check_train_distortion(name: str, train: str | None, test: str) -> None:
+    """A one-line error (naming the option ``name``) unless distortion ``train`` (None:
+    the test one) makes images of the size ``test`` makes."""
+    if train is not None and output_size(train) != output_size(test):
+        raise ValueError(f"{name} must make images of the test distortion's size "
+                         f"({test}: {output_size(test)} px), got {train} "
+                         f"({output_size(train)} px)")
 
 
 def distort(

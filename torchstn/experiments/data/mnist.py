@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .distortions import DISTORTIONS, distort, output_size, to_device
+from .distortions import DISTORTIONS, check_train_distortion, distort, output_size, to_device
 from .idx import load_idx_dataset
 
 __all__ = ["VAL_SEED", "DistortedMNIST", "check_size", "epoch_generator", "shard_rows",
@@ -86,12 +86,8 @@ class DistortedMNIST:
                  device: str | torch.device = "cpu", train_distortion: str | None = None,
                  fixed_distortions: bool = False):
         self.distortion = distortion
+        check_train_distortion("train_distortion", train_distortion, distortion)
         self.train_distortion = train_distortion or distortion
-        if output_size(self.train_distortion) != output_size(distortion):
-            raise ValueError(
-                f"train_distortion must make images of the test distortion's size "
-                f"({distortion}: {output_size(distortion)} px), got {self.train_distortion} "
-                f"({output_size(self.train_distortion)} px)")
         self.fixed_distortions = fixed_distortions
         self._fixed: dict[str, torch.Tensor] | None = None
         self._test_parameters: dict[str, torch.Tensor] = {}

@@ -18,16 +18,21 @@ __all__ = ["capture_transformers", "colocalization_figure", "curves_figure",
            "transformer_figure"]
 
 
-def _finish(plt, fig, axes, path, title: str) -> Path:
-    """Image panels without ticks, the title, saved; the figure closed."""
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+def _save(plt, fig, path, title: str) -> Path:
+    """The title, the layout, saved; the figure closed."""
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     saved = save_figure(fig, path, dpi=120)
     plt.close(fig)
     return saved
+
+
+def _finish(plt, fig, axes, path, title: str) -> Path:
+    """Image panels without ticks, the title, saved; the figure closed."""
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(plt, fig, path, title)
 
 
 def _image(t: torch.Tensor):
@@ -191,11 +196,7 @@ def rotation_scatter_figure(path, panels: list, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("transformer rotation (deg)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _save(plt, fig, path, title)
 
 
 def curves_figure(history: list[dict], path, *, title: str = "") -> Path:
@@ -216,11 +217,7 @@ def curves_figure(history: list[dict], path, *, title: str = "") -> Path:
         ax.set_ylabel(f"{name} (%)" if name == "error" else name)
         ax.legend()
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    saved = save_figure(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _save(plt, fig, path, title)
 
 
 def save_run_figures(out, model: nn.Module, x: torch.Tensor, history: list[dict],

@@ -38,6 +38,7 @@ from ..engine import atomic_write_text, is_primary_process, load_run
 from ..plots.figures import rotation_scatter_figure
 from .poses import matrix_pose, undo_statistics
 from .reproduce import (
+    TABLE1_LABELS,
     TABLE1_RECIPE,
     finished_run_folders,
     run_grid,
@@ -59,7 +60,6 @@ NARROW = {"r": "r15", "rts": "rts15"}
 SMALL_SHARE, SMALL_EPOCHS = 10, 10
 _MNIST_TRAIN = 60000
 PROTOCOLS = ("fresh", "fixed", "fresh-6k", "fixed-6k", "narrow", "upright")
-_LABELS = {"cnn": "CNN", "st-cnn-affine": "ST-CNN Aff"}
 
 
 def augmentation_base(**options) -> RunConfig:
@@ -160,7 +160,7 @@ def rotations_figure(root: Path, distortion: str, protocols, models,
             poses = root / distortion / protocol / m / "seed0" / POSES
             if poses.is_file():
                 p = json.loads(poses.read_text())
-                panels.append((f"{protocol}, {_LABELS.get(m, m)}\nslope {p['slope']:.2f}",
+                panels.append((f"{protocol}, {TABLE1_LABELS.get(m, m)}\nslope {p['slope']:.2f}",
                                p["drawn_deg"], p["predicted_deg"]))
     if not panels:
         return None
@@ -176,8 +176,8 @@ def augmentation_markdown(root: Path, distortions, protocols, models, seeds: int
     those that undo the drawn ones (1: undone, 0: ignored; mean over seeds)."""
     st = [m for m in models if m.startswith("st-")]
     head = "| protocol | " + " | ".join(
-        [f"{d.upper()} {_LABELS.get(m, m)}" for d in distortions for m in models]
-        + [f"{d.upper()} {_LABELS.get(m, m)} slope" for d in distortions for m in st]) + " |"
+        [f"{d.upper()} {TABLE1_LABELS.get(m, m)}" for d in distortions for m in models]
+        + [f"{d.upper()} {TABLE1_LABELS.get(m, m)} slope" for d in distortions for m in st]) + " |"
     lines = [head, "|---" * (1 + len(distortions) * (len(models) + len(st))) + "|"]
     for protocol in protocols:
         cells = []

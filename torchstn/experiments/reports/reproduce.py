@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ADDITION_ROWS", "COLOC_RECIPE", "PAPER_COLOC", "coloc_base", "coloc_cell",
            "coloc_markdown", "run_colocalization",
            "PAPER_ADDITION", "PAPER_TABLE1", "TABLE1_CELLS", "TABLE1_MODELS",
-           "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
+           "TABLE1_LABELS", "TABLE1_RECIPE", "EXPERIMENTS", "addition_base", "addition_markdown",
            "experiment_base", "experiment_recipe", "finished_run_folders", "finished_runs",
            "row_config", "rows_markdown",
            "run_addition", "run_grid", "run_rows", "run_table1", "seed_errors",
@@ -62,7 +62,7 @@ TABLE1_CELLS = [(d, m) for d in TABLE1_DISTORTIONS for m in TABLE1_MODELS
 TABLE1_RECIPE = dict(optimizer="adamw", schedule="onecycle", lr=4e-3, weight_decay=0.05,
                      warmup_epochs=1.0, loc_lr_mult=1.0, precision="auto", st_pool=True,
                      epochs=20)
-_LABELS = {"fcn": "FCN", "cnn": "CNN", "st-fcn-affine": "ST-FCN Aff",
+TABLE1_LABELS = {"fcn": "FCN", "cnn": "CNN", "st-fcn-affine": "ST-FCN Aff",
            "st-fcn-projective": "ST-FCN Proj", "st-fcn-tps": "ST-FCN TPS",
            "st-cnn-affine": "ST-CNN Aff", "st-cnn-projective": "ST-CNN Proj",
            "st-cnn-tps": "ST-CNN TPS"}
@@ -102,7 +102,7 @@ def table1_markdown(root: Path, distortions, models, seeds: int, base: RunConfig
     head = "| model | " + " | ".join(f"{d.upper()} ours | {d.upper()} paper" for d in distortions)
     lines = [head + " |", "|---" * (1 + 2 * len(distortions)) + "|"]
     for model in models:
-        row = [_LABELS.get(model, model)]
+        row = [TABLE1_LABELS.get(model, model)]
         for d in distortions:
             errors = seed_errors(_run_dir(root, d, model, 0).parent, seeds,
                                   table1_cell(base, d, model, 0))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.distortions import DISTORTIONS, output_size
+from ..data.distortions import DISTORTIONS, check_train_distortion, output_size
 from ..data.idx import DATASETS, download
 from ..data.mnist import DistortedMNIST, shard_rows
 from ..models import MODELS, build_model
@@ -61,12 +61,8 @@ class DigitsConfig:
     def resolve(self) -> None:
         if self.st_downsample is None:
             self.st_downsample = self.distortion in ("rts", "tc")
-        train = self.train_distortion
-        if train is not None and output_size(train) != output_size(self.distortion):
-            raise ValueError(f"task.train_distortion must make images of the test "
-                             f"distortion's size ({self.distortion}: "
-                             f"{output_size(self.distortion)} px), got {train} "
-                             f"({output_size(train)} px)")
+        check_train_distortion("task.train_distortion", self.train_distortion,
+                               self.distortion)
 
 
 @TASKS.register("distorted-digits")
