@@ -1,6 +1,6 @@
 # torchstn: the two commands of the README.
 #   make demo   set up .venv and run the main job: train a spatial transformer on distorted
-#               MNIST (about 5 minutes on 2 cores from a fresh clone, install included)
+#               MNIST (5 to 9 minutes on 2 cores from a fresh clone, install included)
 #               and draw what it learned, in demo/
 #   make test   set up .venv and run the tests
 PYTHON ?= python3
